@@ -1,0 +1,105 @@
+"""The one crop geometry used by training, evaluation and the app.
+
+Frames and units:
+    *_px    image pixels (x right, y down), float.
+    *_crop  crop pixels of the model input (0..W, 0..H).
+    *_norm  crop coordinates normalised as u = x_crop / W - 0.5, v = y_crop / H - 0.5.
+
+A box becomes a centre and a (width, height) at the model's aspect ratio, enlarged by the box
+factor; with a rotation this defines the similarity ``crop_from_image`` (2x3), the same map the
+official code builds from three points with ``cv2.getAffineTransform``. The crop is one bilinear
+``cv2.warpAffine``.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def boxes_to_center_scale(boxes_xyxy: np.ndarray, aspect_wh: float,
+                          factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (N, 4) xyxy px -> centres (N, 2) px and sizes (N, 2) (w, h) px at ``aspect_wh``.
+
+    The shorter side is grown to the aspect ratio (w / h), then both sides are multiplied by
+    ``factor`` (the reference's ``_box_to_center_scale`` with pixel_std 1).
+    """
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    center = np.stack([boxes[:, 0] + 0.5 * w, boxes[:, 1] + 0.5 * h], axis=1)
+    wider = w > aspect_wh * h
+    h = np.where(wider, w / aspect_wh, h)
+    w = np.where(~wider & (w < aspect_wh * h), h * aspect_wh, w)
+    return center, np.stack([w, h], axis=1) * factor
+
+
+def crop_from_image(center_px: np.ndarray, size_px: np.ndarray, rot_deg: np.ndarray | float,
+                    input_hw: tuple[int, int]) -> np.ndarray:
+    """Affine maps (N, 2, 3) from image pixels to crop pixels.
+
+    The centre goes to (W/2, H/2); the crop region's width ``size_px[:, 0]`` spans the crop's W
+    pixels (the height follows from the aspect ratio); the image content is rotated by
+    ``rot_deg`` (counter-clockwise in the image as displayed, as the official code).
+    """
+    center = np.asarray(center_px, dtype=np.float64).reshape(-1, 2)
+    size = np.asarray(size_px, dtype=np.float64).reshape(-1, 2)
+    rot = np.deg2rad(np.broadcast_to(np.asarray(rot_deg, dtype=np.float64), (len(center),)))
+    out_h, out_w = input_hw
+    k = out_w / np.maximum(size[:, 0], 1e-6)
+    cos, sin = np.cos(rot) * k, np.sin(rot) * k
+    mat = np.empty((len(center), 2, 3), dtype=np.float64)
+    mat[:, 0, 0], mat[:, 0, 1] = cos, sin
+    mat[:, 1, 0], mat[:, 1, 1] = -sin, cos
+    mat[:, :, 2] = np.array([out_w * 0.5, out_h * 0.5]) - np.einsum("nij,nj->ni", mat[:, :, :2], center)
+    return mat
+
+
+def invert_affine(mat: np.ndarray) -> np.ndarray:
+    """Inverse of affine maps (N, 2, 3) -> (N, 2, 3)."""
+    mat = np.asarray(mat, dtype=np.float64)
+    lin_inv = np.linalg.inv(mat[..., :2])
+    return np.concatenate([lin_inv, -np.einsum("...ij,...j->...i", lin_inv, mat[..., 2])[..., None]], -1)
+
+
+def apply_affine(mat: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply affine maps (N, 2, 3) to points (N, K, 2) -> (N, K, 2)."""
+    mat = np.asarray(mat, dtype=np.float64)
+    return np.einsum("nij,nkj->nki", mat[:, :, :2], np.asarray(points, np.float64)) + mat[:, None, :, 2]
+
+
+def crop_to_norm(points_crop: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
+    """Crop pixels (..., 2) -> normalised [-0.5, 0.5] coordinates (u = x / W - 0.5)."""
+    hw = np.array([input_hw[1], input_hw[0]], dtype=np.float64)
+    return np.asarray(points_crop, np.float64) / hw - 0.5
+
+
+def norm_to_crop(points_norm: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
+    """Normalised (..., 2) -> crop pixels: x = (u + 0.5) * W, y = (v + 0.5) * H."""
+    hw = np.array([input_hw[1], input_hw[0]], dtype=np.float64)
+    return (np.asarray(points_norm, np.float64) + 0.5) * hw
+
+
+def warp_crops(image: np.ndarray, mats: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
+    """Crop an (H, W, C) image with each map (N, 2, 3) -> (N, h, w, C), bilinear, zero border."""
+    out_h, out_w = input_hw
+    crops = np.empty((len(mats), out_h, out_w, image.shape[2]), dtype=image.dtype)
+    for i, mat in enumerate(mats):
+        crops[i] = cv2.warpAffine(image, mat.astype(np.float64), (out_w, out_h), flags=cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0).reshape(out_h, out_w, -1)
+    return crops
+
+
+def sigma_to_covariance_px(sigma_norm: np.ndarray, image_from_crop: np.ndarray,
+                           input_hw: tuple[int, int]) -> np.ndarray:
+    """Per-keypoint 2x2 covariances in image pixels from sigma in normalised crop units.
+
+    ``sigma_norm`` (N, K, 2) is scaled to crop pixels (x by W, y by H), taken as the diagonal
+    cov_crop = diag(sigma_crop^2), and mapped through the linear part A of ``image_from_crop``
+    (N, 2, 3): cov_px = A cov_crop A^T. Returns (N, K, 2, 2). Note that sigma is the scale of
+    the learned residual distribution, not a calibrated standard deviation.
+    """
+    out_h, out_w = input_hw
+    sig_crop = np.asarray(sigma_norm, np.float64)[..., :2] * np.array([out_w, out_h], np.float64)
+    lin = np.asarray(image_from_crop, np.float64)[:, None, :, :2]          # (N, 1, 2, 2)
+    scaled = lin * sig_crop[..., None, :]                                   # A diag(sigma)
+    return scaled @ np.swapaxes(scaled, -1, -2)
