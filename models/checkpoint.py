@@ -1,0 +1,159 @@
+"""Checkpoints: this project's self-describing files and the official released state dicts.
+
+Project file: a dict ``{"format": "rle-pose", "format_version": 1, "config": <PoseModelConfig
+dict>, "model": <state dict>, ...}``; the trainer adds optimizer/scheduler/epoch entries. Official
+files (``coco-laplace-rle.pth``, ``h36m-laplace-rle.pth``) are plain state dicts with the keys
+``preact.*`` (torchvision ResNet), ``fc_coord.linear.*``, ``fc_sigma.linear.*`` (2D) or
+``fc_sigma.*`` (3D), ``flow.*`` (2D) or ``flow2d.*`` + ``flow3d.*`` (3D); they are converted key
+by key with shape checks. Everything loads with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .config import PoseModelConfig, coco_config, h36m_config
+from .pose_model import RLEPoseModel
+
+FORMAT = "rle-pose"
+FORMAT_VERSION = 1
+# official prefix -> this project's prefix (first match wins)
+OFFICIAL_PREFIXES = (
+    ("preact.", "backbone."),
+    ("fc_coord.linear.", "head.coord."),
+    ("fc_sigma.linear.", "head.sigma."),
+    ("fc_sigma.", "head.sigma."),
+    ("flow2d.", "criterion.flow2d."),
+    ("flow3d.", "criterion.flow3d."),
+    ("flow.", "criterion.flow2d."),
+)
+# layer3 block count -> depth; ResNets with Bottleneck blocks have conv3 in every block
+RESNET_BY_BLOCKS = {(2, False): "resnet18", (6, False): "resnet34", (6, True): "resnet50",
+                    (23, True): "resnet101", (36, True): "resnet152"}
+
+
+class CheckpointError(RuntimeError):
+    """A file that is not a usable checkpoint; the message names the file and the problem."""
+
+
+def save_checkpoint(path: str | os.PathLike, model: RLEPoseModel, **extra) -> Path:
+    """Write ``model`` (config + weights) and any ``extra`` entries atomically (temp + rename)."""
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION,
+               "config": model.config.to_dict(), "model": model.state_dict(), **extra}
+    return save_atomic(payload, path)
+
+
+def save_atomic(payload: dict, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temp file in the same folder, fsync, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """The raw dict of a checkpoint file, with one-line errors for missing or foreign files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for foreign files
+        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint that loads safely ({first})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
+    return obj
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> RLEPoseModel:
+    """Load a project or official checkpoint as an eval-mode ``RLEPoseModel`` on ``device``.
+
+    2D and 3D are told apart from the file itself (its config, or the official key names).
+    """
+    obj = read_checkpoint(path)
+    if obj.get("format") == FORMAT:
+        config = PoseModelConfig.from_dict(obj["config"])
+        state = obj["model"]
+    else:
+        state = _unwrap_state_dict(obj)
+        config = official_config(state, Path(path).name)
+        state = convert_official_state_dict(state)
+    model = RLEPoseModel(config)
+    _load_state(model, state, path)
+    return model.to(device).eval()
+
+
+def _unwrap_state_dict(obj: dict) -> dict:
+    for key in ("state_dict", "model"):
+        if isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
+
+
+def official_config(state: dict, file_name: str) -> PoseModelConfig:
+    """The PoseModelConfig of an official state dict: 2D/3D, ResNet depth and joint count."""
+    if not any(k.startswith("preact.") for k in state) or "fc_coord.linear.weight" not in state:
+        raise CheckpointError(f"{file_name}: neither an rle-pose checkpoint nor an official RLE "
+                              "state dict (no 'preact.*' / 'fc_coord.linear.weight' keys)")
+    dims = 3 if any(k.startswith("flow3d.") for k in state) else 2
+    blocks = {int(k.split(".")[2]) for k in state if k.startswith("preact.layer3.")}
+    bottleneck = any(k.startswith("preact.layer1.0.conv3.") for k in state)
+    backbone = RESNET_BY_BLOCKS.get((len(blocks), bottleneck))
+    if backbone is None:
+        raise CheckpointError(f"{file_name}: unrecognised ResNet layout ({len(blocks)} blocks in layer3)")
+    outputs = state["fc_coord.linear.weight"].shape[0]
+    if outputs % dims:
+        raise CheckpointError(f"{file_name}: fc_coord has {outputs} outputs, not a multiple of {dims}")
+    build = h36m_config if dims == 3 else coco_config
+    config = build(backbone, source=f"official:{file_name}")
+    if outputs // dims != config.num_joints:
+        raise CheckpointError(f"{file_name}: {outputs // dims} joints; official {dims}D models have "
+                              f"{config.num_joints}")
+    return config
+
+
+def convert_official_state_dict(state: dict) -> dict:
+    """Rename official keys to this project's; the unused ImageNet classifier (preact.fc) is dropped."""
+    out = {}
+    for key, value in state.items():
+        if key.startswith("preact.fc."):
+            continue
+        for old, new in OFFICIAL_PREFIXES:
+            if key.startswith(old):
+                out[new + key[len(old):]] = value
+                break
+        else:
+            out[key] = value  # left for the strict load to report as unexpected
+    return out
+
+
+def _load_state(model: RLEPoseModel, state: dict, path) -> None:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:3])}{' ...' if len(unexpected) > 3 else ''}")
+        raise CheckpointError(f"{path}: keys do not fit the model ({'; '.join(parts)})")
+    for key, value in state.items():
+        if tuple(value.shape) != tuple(own[key].shape):
+            raise CheckpointError(f"{path}: {key} has shape {tuple(value.shape)}, "
+                                  f"the model expects {tuple(own[key].shape)}")
+    model.load_state_dict(state)

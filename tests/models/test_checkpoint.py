@@ -1,0 +1,95 @@
+import pytest
+import torch
+
+from models.checkpoint import CheckpointError, load_model, save_checkpoint
+from models.config import coco_config, h36m_config
+from models.pose_model import build_model
+
+
+def _official_layout(model):
+    """Re-key a project state dict into the official layout, from the documented key names only."""
+    dims = model.config.dims
+    out = {}
+    for key, value in model.state_dict().items():
+        if key.startswith("backbone."):
+            out["preact." + key[len("backbone."):]] = value
+        elif key.startswith("head.coord."):
+            out["fc_coord.linear." + key[len("head.coord."):]] = value
+        elif key.startswith("head.sigma."):
+            prefix = "fc_sigma.linear." if dims == 2 else "fc_sigma."
+            out[prefix + key[len("head.sigma."):]] = value
+        elif key.startswith("criterion.flow2d."):
+            prefix = "flow." if dims == 2 else "flow2d."
+            out[prefix + key[len("criterion.flow2d."):]] = value
+        elif key.startswith("criterion.flow3d."):
+            out["flow3d." + key[len("criterion.flow3d."):]] = value
+    return out
+
+
+def _same_outputs(a, b, shape):
+    x = torch.rand(*shape)
+    with torch.no_grad():
+        oa, ob = a.eval()(x), b.eval()(x)
+    torch.testing.assert_close(oa.mu, ob.mu, rtol=0, atol=0)
+    torch.testing.assert_close(oa.sigma, ob.sigma, rtol=0, atol=0)
+
+
+def test_project_round_trip_gives_identical_outputs(tmp_path):
+    model = build_model(coco_config("resnet18", input_hw=(64, 48)))
+    path = save_checkpoint(tmp_path / "m.pth", model, epoch=3)
+    loaded = load_model(path)
+    assert loaded.config == model.config
+    _same_outputs(model, loaded, (2, 3, 64, 48))
+    assert not list(tmp_path.glob(".*tmp"))  # the temp file was renamed away
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_official_layout_loads_with_the_same_outputs(tmp_path, dims):
+    cfg = coco_config("resnet50") if dims == 2 else h36m_config("resnet50")
+    model = build_model(cfg)
+    state = _official_layout(model)
+    assert ("flow3d.mask" in state) == (dims == 3)
+    torch.save(state, tmp_path / "official.pth")
+    loaded = load_model(tmp_path / "official.pth")
+    assert loaded.config.dims == dims and loaded.config.backbone == "resnet50"
+    assert loaded.config.source == "official:official.pth"
+    assert loaded.config.mean_rgb == (0.406, 0.457, 0.480)
+    assert loaded.config.std_rgb == ((1.0, 1.0, 1.0) if dims == 2 else (0.225, 0.224, 0.229))
+    assert loaded.config.box_factor == (1.25 if dims == 2 else 1.0)
+    _same_outputs(model, loaded, (1, 3, *cfg.input_hw))
+
+
+def test_ddp_prefix_and_wrapped_state_dict_load(tmp_path):
+    model = build_model(coco_config("resnet18"))
+    state = {"module." + k: v for k, v in _official_layout(model).items()}
+    torch.save({"state_dict": state}, tmp_path / "wrapped.pth")
+    assert load_model(tmp_path / "wrapped.pth").config.backbone == "resnet18"
+
+
+def test_bad_files_give_one_line_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint file"):
+        load_model(tmp_path / "missing.pth")
+    (tmp_path / "text.pth").write_text("hello")
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
+        load_model(tmp_path / "text.pth")
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "foreign.pth")
+    with pytest.raises(CheckpointError, match="neither an rle-pose checkpoint nor an official"):
+        load_model(tmp_path / "foreign.pth")
+    model = build_model(coco_config("resnet18"))
+    state = _official_layout(model)
+    del state["fc_sigma.linear.bias"]
+    state["extra.weight"] = torch.zeros(1)
+    torch.save(state, tmp_path / "broken.pth")
+    with pytest.raises(CheckpointError) as info:
+        load_model(tmp_path / "broken.pth")
+    assert "missing head.sigma.bias" in str(info.value) and "unexpected extra.weight" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_shape_mismatch_is_named(tmp_path):
+    model = build_model(coco_config("resnet18"))
+    state = _official_layout(model)
+    state["fc_sigma.linear.weight"] = torch.zeros(34, 10)
+    torch.save(state, tmp_path / "shape.pth")
+    with pytest.raises(CheckpointError, match="fc_sigma|head.sigma.weight has shape"):
+        load_model(tmp_path / "shape.pth")
