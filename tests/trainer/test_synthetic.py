@@ -249,3 +249,8 @@ def test_mpii_file_and_mapping_to_h36m(tmp_path):
 def test_coco_points_match_names():
     for coco_name, point in zip(COCO17.joints, COCO_POINTS):
         assert POINT_NAMES[point] == coco_name.replace("left_", "l_").replace("right_", "r_")
+
+
+def test_spec_rejects_bad_probability():
+    with pytest.raises(ValueError, match="p_empty"):
+        SyntheticSpec(p_empty=1.5)

@@ -34,7 +34,7 @@ FACE_POINTS = np.array([9, 17, 18, 19, 20])  # seen only from the front (their s
 
 # Unit directions of the face points on the head sphere, head frame (x right, y forward, z up).
 _FACE_DIRS = np.array([[0.0, 0.97, -0.25], [-0.38, 0.88, 0.12], [0.38, 0.88, 0.12],
-                       [-0.99, -0.08, -0.05], [0.99, -0.08, -0.05]])
+                       [-0.98, 0.12, -0.05], [0.98, 0.12, -0.05]])
 _FACE_DIRS /= np.linalg.norm(_FACE_DIRS, axis=1, keepdims=True)
 
 

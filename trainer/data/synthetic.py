@@ -51,6 +51,13 @@ class SyntheticSpec:
     h36m_frames_per_seq: int = 2
     jpeg_quality: int = 90
 
+    def __post_init__(self):
+        for name in ("p_empty", "p_grayscale", "p_crowd", "p_occluder"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"SyntheticSpec.{name} must lie in [0, 1], got {getattr(self, name)}")
+        if min(self.num_train, self.num_val) < 0 or self.max_people < 1 or self.h36m_frames_per_seq < 1:
+            raise ValueError("SyntheticSpec: counts must be >= 0, max_people and h36m_frames_per_seq >= 1")
+
 
 @dataclass
 class SceneSample:
