@@ -1,0 +1,327 @@
+"""Person detectors behind one small interface: RGB image in, person boxes in image pixels out.
+
+Three implementations, chosen by name from the plain dict ``DETECTORS`` via ``build_detector``:
+
+* ``mediapipe``  MediaPipe Tasks ``PoseLandmarker``; boxes from its 33 landmarks. Needs a ``.task``
+  bundle: ``model_path``, else the cache (``$RLE_POSE_CACHE`` or ``~/.cache/rle-pose``), else a
+  one-time download from Google's model storage. Offline, ``python -m rle_app.build_pose_task``
+  builds an equivalent bundle from the mediapipe 0.10.21 wheel.
+* ``hog``        OpenCV's built-in HOG + linear SVM people detector (upright full bodies); offline.
+* ``full-frame`` one box over the frame, for a single person filling a webcam view.
+
+Nothing is loaded at import or construction; the mediapipe model is resolved and opened on the
+first call. Errors are one line (``DetectorUnavailable``) naming the option and what to do.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+import cv2
+import numpy as np
+
+from rle_app.tracking import nms_xyxy
+
+# Version 1 of the float16 bundles ("latest" may change under a pinned checksum).
+MEDIAPIPE_MODEL_URLS = {
+    "lite": "https://storage.googleapis.com/mediapipe-models/pose_landmarker/pose_landmarker_lite/float16/1/"
+            "pose_landmarker_lite.task",
+    "full": "https://storage.googleapis.com/mediapipe-models/pose_landmarker/pose_landmarker_full/float16/1/"
+            "pose_landmarker_full.task",
+}
+# sha256 of those files (5,777,746 bytes for lite, as recorded by several independent projects);
+# None = not verified. The full bundle's checksum could not be confirmed from here.
+MEDIAPIPE_MODEL_SHA256: dict[str, str | None] = {
+    "lite": "59929e1d1ee95287735ddd833b19cf4ac46d29bc7afddbbf6753c459690d574a",
+    "full": None,
+}
+DOWNLOAD_TIMEOUT_S = 20.0
+
+
+class DetectorUnavailable(RuntimeError):
+    """A detector cannot run here (missing model file, no network, bad bundle); one-line message."""
+
+
+@dataclass
+class Detections:
+    """People found in one image.
+
+    Attributes:
+        boxes_xyxy: (N, 4) float32, image pixels (x right, y down), x0 <= x1, y0 <= y1.
+        scores: (N,) float32, detector confidence (its own scale; 1 for full-frame).
+    """
+
+    boxes_xyxy: np.ndarray
+    scores: np.ndarray
+
+    @classmethod
+    def empty(cls) -> "Detections":
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+
+    def __len__(self) -> int:
+        return len(self.boxes_xyxy)
+
+
+class PersonDetector(Protocol):
+    """RGB uint8 image (H, W, 3) -> ``Detections``. ``timestamp_ms`` matters only to video modes."""
+
+    name: str
+
+    def __call__(self, image_rgb: np.ndarray, timestamp_ms: int | None = None) -> Detections: ...
+
+
+class FullFrameDetector:
+    """One box over the whole frame (score 1), or the largest centred box of aspect ``aspect_wh``."""
+
+    name = "full-frame"
+
+    def __init__(self, aspect_wh: float | None = None):
+        if aspect_wh is not None and aspect_wh <= 0:
+            raise ValueError(f"full-frame aspect_wh must be > 0, got {aspect_wh}")
+        self.aspect_wh = aspect_wh
+
+    def __call__(self, image_rgb: np.ndarray, timestamp_ms: int | None = None) -> Detections:
+        h, w = image_rgb.shape[:2]
+        bw, bh = float(w), float(h)
+        if self.aspect_wh is not None:
+            bw, bh = min(w, h * self.aspect_wh), min(h, w / self.aspect_wh)
+        x0, y0 = 0.5 * (w - bw), 0.5 * (h - bh)
+        return Detections(np.array([[x0, y0, x0 + bw, y0 + bh]], np.float32), np.ones(1, np.float32))
+
+
+class HogDetector:
+    """OpenCV's default HOG people detector (Dalal-Triggs, 64x128 window), with NMS.
+
+    Args:
+        downscale: the image is resized by this factor before detection (0.5 = half size, ~4x
+            faster); boxes are mapped back to full-resolution pixels.
+        min_score: SVM margin below which a window is dropped.
+        nms_iou: IoU above which overlapping windows are merged (the best score kept).
+        box_shrink: the 64x128 window holds a person about 96 px tall, so boxes are shrunk by this
+            factor about their centre to fit the body.
+        scale_step: image pyramid step of ``detectMultiScale``.
+    """
+
+    name = "hog"
+
+    def __init__(self, downscale: float = 0.5, min_score: float = 0.3, nms_iou: float = 0.45,
+                 box_shrink: float = 0.75, scale_step: float = 1.05):
+        if not 0.0 < downscale <= 1.0:
+            raise ValueError(f"hog downscale must be in (0, 1], got {downscale}")
+        self.downscale, self.min_score, self.nms_iou = downscale, min_score, nms_iou
+        self.box_shrink, self.scale_step = box_shrink, scale_step
+        self._hog: cv2.HOGDescriptor | None = None
+
+    def __call__(self, image_rgb: np.ndarray, timestamp_ms: int | None = None) -> Detections:
+        if self._hog is None:
+            self._hog = cv2.HOGDescriptor()
+            self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+        small = image_rgb if self.downscale == 1.0 else cv2.resize(
+            image_rgb, None, fx=self.downscale, fy=self.downscale, interpolation=cv2.INTER_AREA)
+        rects, weights = self._hog.detectMultiScale(small, winStride=(8, 8), padding=(16, 16),
+                                                    scale=self.scale_step)
+        if len(rects) == 0:
+            return Detections.empty()
+        rects, scores = np.asarray(rects, np.float64) / self.downscale, np.ravel(weights)
+        centre, half = rects[:, :2] + rects[:, 2:] / 2, rects[:, 2:] / 2 * self.box_shrink
+        boxes = np.concatenate([centre - half, centre + half], axis=1)
+        keep = scores >= self.min_score
+        boxes, scores = boxes[keep], scores[keep]
+        keep = nms_xyxy(boxes, scores, self.nms_iou)
+        return Detections(boxes[keep].astype(np.float32), scores[keep].astype(np.float32))
+
+
+def default_cache_dir() -> Path:
+    """``$RLE_POSE_CACHE`` if set, else ``~/.cache/rle-pose``."""
+    return Path(os.environ.get("RLE_POSE_CACHE") or Path.home() / ".cache" / "rle-pose")
+
+
+def download_file(url: str, dest: Path, sha256: str | None, timeout_s: float = DOWNLOAD_TIMEOUT_S) -> Path:
+    """Stream ``url`` to a temp file beside ``dest``, check ``sha256`` if given, rename atomically.
+
+    Raises ``DetectorUnavailable`` (one line) on network errors or a checksum mismatch.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout_s) as response:
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+        if sha256 is not None and digest.hexdigest() != sha256:
+            raise DetectorUnavailable(f"{url}: sha256 {digest.hexdigest()} != expected {sha256}; "
+                                      f"delete {dest} and retry, or pass model_path")
+        os.replace(tmp_name, dest)
+    except (urllib.error.URLError, OSError, TimeoutError) as err:
+        raise DetectorUnavailable(f"cannot download {url} ({type(err).__name__}: {err})") from None
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return dest
+
+
+def resolve_pose_task(model_path: str | os.PathLike | None, variant: str = "lite",
+                      cache_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
+    """Path of a PoseLandmarker ``.task``: ``model_path``, else the cache, else a download.
+
+    Raises ``DetectorUnavailable`` (one line, saying how to get the file) when none works.
+    """
+    if model_path is not None:
+        if not Path(model_path).is_file():
+            raise DetectorUnavailable(f"mediapipe model_path {model_path} does not exist")
+        return Path(model_path)
+    if variant not in MEDIAPIPE_MODEL_URLS:
+        raise ValueError(f"mediapipe variant {variant!r} unknown; choose one of {sorted(MEDIAPIPE_MODEL_URLS)}")
+    dest = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    dest = dest / f"pose_landmarker_{variant}.task"
+    if dest.is_file():
+        return dest
+    url = MEDIAPIPE_MODEL_URLS[variant]
+    how = (f"put {url} at {dest} (or pass model_path; offline: python -m rle_app.build_pose_task "
+           f"--wheel download --out {dest}), or use --detector hog or full-frame")
+    if not download:
+        raise DetectorUnavailable(f"mediapipe: {dest} is missing; {how}")
+    try:
+        return download_file(url, dest, MEDIAPIPE_MODEL_SHA256[variant])
+    except DetectorUnavailable as err:
+        raise DetectorUnavailable(f"mediapipe: {err}; {how}") from None
+
+
+def landmarks_to_boxes(landmarks_norm: np.ndarray, image_hw: tuple[int, int], min_visibility: float = 0.5,
+                       pad: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """Person boxes from BlazePose's 33 landmarks (MediaPipe order: 1-6 eyes, 9-10 mouth).
+
+    The landmarks stop at the eyes, so a head-top point, eye centre + 1.5 x (eye centre - mouth
+    centre), is added; then the box spans the visible points, each side padded by ``pad`` of the
+    box's width/height, clipped to the image.
+
+    Args:
+        landmarks_norm: (N, 33, 3) x, y normalised to [0, 1] by image width/height, visibility.
+        image_hw: (H, W) of the image in pixels.
+        min_visibility: landmarks below it are ignored (all are used if fewer than 2 pass).
+
+    Returns:
+        boxes_xyxy (N, 4) float32 image px; scores (N,) float32, mean visibility of points used.
+    """
+    h, w = image_hw
+    lms = np.asarray(landmarks_norm, np.float64).reshape(-1, 33, 3)
+    xy = lms[..., :2] * np.array([w, h], np.float64)
+    vis = lms[..., 2]
+    eyes, mouth = xy[:, 1:7].mean(axis=1), xy[:, 9:11].mean(axis=1)
+    head_vis = np.minimum(vis[:, 1:7].min(axis=1), vis[:, 9:11].min(axis=1))
+    xy = np.concatenate([xy, (eyes + 1.5 * (eyes - mouth))[:, None]], axis=1)
+    vis = np.concatenate([vis, head_vis[:, None]], axis=1)
+    use = vis >= min_visibility
+    use[use.sum(axis=1) < 2] = True
+    lo = np.where(use[..., None], xy, np.inf).min(axis=1)
+    hi = np.where(use[..., None], xy, -np.inf).max(axis=1)
+    margin = (hi - lo) * pad
+    boxes = np.clip(np.concatenate([lo - margin, hi + margin], axis=1), 0.0, np.array([w, h, w, h], np.float64))
+    scores = (vis * use).sum(axis=1) / use.sum(axis=1)
+    return boxes.astype(np.float32), scores.astype(np.float32)
+
+
+class MediaPipeDetector:
+    """MediaPipe Tasks PoseLandmarker as a person detector (boxes from its 33 landmarks).
+
+    Args:
+        model_path: a ``.task`` bundle; None = the cache or a one-time download (see module doc).
+        variant: ``"lite"`` or ``"full"`` bundle name when downloading.
+        num_poses: most people returned per frame.
+        running_mode: ``"image"`` (independent frames) or ``"video"`` (tracks between frames,
+            faster; needs increasing timestamps: a missing or non-increasing ``timestamp_ms`` is
+            replaced by the previous one + 1 ms, or by a monotonic clock when None).
+        min_detection_confidence: the landmarker's person-detection threshold.
+        min_visibility, box_pad: see ``landmarks_to_boxes``.
+        cache_dir, download: where to cache the bundle; whether a download may be tried.
+    """
+
+    name = "mediapipe"
+
+    def __init__(self, model_path: str | os.PathLike | None = None, variant: str = "lite",
+                 num_poses: int = 2, running_mode: str = "image", min_detection_confidence: float = 0.5,
+                 min_visibility: float = 0.5, box_pad: float = 0.1,
+                 cache_dir: str | os.PathLike | None = None, download: bool = True):
+        if running_mode not in ("image", "video"):
+            raise ValueError(f"mediapipe running_mode must be 'image' or 'video', got {running_mode!r}")
+        if model_path is not None and not Path(model_path).is_file():
+            raise DetectorUnavailable(f"mediapipe model_path {model_path} does not exist; "
+                                      "build one with python -m rle_app.build_pose_task, or use --detector hog")
+        self.model_path, self.variant, self.num_poses = model_path, variant, num_poses
+        self.running_mode, self.min_detection_confidence = running_mode, min_detection_confidence
+        self.min_visibility, self.box_pad = min_visibility, box_pad
+        self.cache_dir, self.download = cache_dir, download
+        self._landmarker = None
+        self._last_ts = -1
+
+    def _load(self):
+        path = resolve_pose_task(self.model_path, self.variant, self.cache_dir, self.download)
+        from mediapipe.tasks.python import BaseOptions, vision  # heavy import, first call only
+
+        mode = vision.RunningMode.VIDEO if self.running_mode == "video" else vision.RunningMode.IMAGE
+        options = vision.PoseLandmarkerOptions(
+            base_options=BaseOptions(model_asset_path=str(path)), running_mode=mode,
+            num_poses=self.num_poses, min_pose_detection_confidence=self.min_detection_confidence)
+        try:
+            return vision.PoseLandmarker.create_from_options(options)
+        except (ValueError, RuntimeError) as err:
+            msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise DetectorUnavailable(f"mediapipe: cannot open {path} ({msg}); rebuild or re-download it") from None
+
+    def __call__(self, image_rgb: np.ndarray, timestamp_ms: int | None = None) -> Detections:
+        if self._landmarker is None:
+            self._landmarker = self._load()
+            # closed when this detector is collected; not at exit, where mediapipe's executor is gone
+            self._finalizer = weakref.finalize(self, self._landmarker.close)
+            self._finalizer.atexit = False
+        import mediapipe as mp  # already imported by _load
+
+        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image_rgb, np.uint8))
+        if self.running_mode == "video":
+            ts = int(time.monotonic() * 1000) if timestamp_ms is None else int(timestamp_ms)
+            self._last_ts = max(ts, self._last_ts + 1)
+            result = self._landmarker.detect_for_video(image, self._last_ts)
+        else:
+            result = self._landmarker.detect(image)
+        if not result.pose_landmarks:
+            return Detections.empty()
+        lms = np.array([[(p.x, p.y, p.visibility if p.visibility is not None else 1.0) for p in pose]
+                        for pose in result.pose_landmarks], np.float64)
+        boxes, scores = landmarks_to_boxes(lms, image_rgb.shape[:2], self.min_visibility, self.box_pad)
+        return Detections(boxes, scores)
+
+    def close(self) -> None:
+        """Release the landmarker now (a later call reopens it). Call it (or use ``with``) when done:
+        mediapipe 1.2 prints an ignored exception if a landmarker is still open at interpreter exit."""
+        if self._landmarker is not None:
+            self._finalizer()
+            self._landmarker = None
+
+    def __enter__(self) -> "MediaPipeDetector":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+DETECTORS: dict[str, Callable[..., PersonDetector]] = {
+    "mediapipe": MediaPipeDetector,
+    "hog": HogDetector,
+    "full-frame": FullFrameDetector,
+}
+
+
+def build_detector(name: str, **options) -> PersonDetector:
+    """The detector registered as ``name`` built with ``options`` (its constructor's arguments)."""
+    if name not in DETECTORS:
+        raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
+    return DETECTORS[name](**options)
