@@ -1,0 +1,155 @@
+"""``rle-train`` and ``rle-eval``: parse, resolve the config, call. Nothing else lives here."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+
+import click
+
+DEFAULT_PRESETS = {"coco": "256x192_res50_regress-flow", "h36m": "256x192_res50_3d_h36mmpii-flow"}
+SYNTHETIC_PRESETS = {"coco": "synthetic-coco", "h36m": "synthetic-h36m"}
+
+
+def one_line_errors(fn):
+    """Turn the project's own errors into one-line click errors (exit code 1), never tracebacks."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from models.backbone import BackboneError
+        from models.checkpoint import CheckpointError
+        from trainer.config import ConfigError
+        from trainer.data.coco import DatasetError
+        from trainer.engine import NonFiniteLossError
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, DatasetError, CheckpointError, BackboneError, NonFiniteLossError) as err:
+            raise click.ClickException(str(err)) from None
+    return wrapper
+
+
+def train_options(fn):
+    options = [
+        click.option("--preset", help="Preset name (see --list-presets); default: the paper's config."),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file."),
+        click.option("--data-root", help="Data set folder (annotations/ + images/)."),
+        click.option("--synthetic", is_flag=True, help="Train on generated data (written if missing)."),
+        click.option("--backbone", help="Any timm model name, e.g. resnet50, convnext_tiny."),
+        click.option("--epochs", type=int), click.option("--batch-size", type=int, help="Per GPU."),
+        click.option("--lr", type=float), click.option("--workers", type=int),
+        click.option("--device", help="auto | cpu | cuda | cuda:N"),
+        click.option("--out", "out_dir", help="Run directory (checkpoints, metrics.jsonl)."),
+        click.option("--resume", help="auto (the run directory's last.pth) or a checkpoint path."),
+        click.option("--seed", type=int),
+        click.option("--init-from", help="Start from the backbone of this checkpoint (e.g. heatmap stage 1)."),
+        click.option("--head", type=click.Choice(["rle", "l1", "heatmap"]), help="Loss/head; default rle."),
+        click.option("--pretrained/--no-pretrained", default=None, help="timm ImageNet weights."),
+        click.option("--max-steps", type=int, help="Stop each epoch after N steps (smoke runs)."),
+        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any config field, e.g. optim.grad_clip_norm=35."),
+        click.option("--list-presets", is_flag=True, help="List the presets and exit."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@click.group(help="Train RLE pose models (presets reproduce the paper's configs).")
+def train_main() -> None:
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def _run_training(dataset: str, **opts) -> None:
+    from trainer.config import list_presets, resolve_config
+    from trainer.fit import fit
+    if opts["list_presets"]:
+        click.echo("\n".join(list_presets()))
+        return
+    preset = opts["preset"] or (SYNTHETIC_PRESETS if opts["synthetic"] else DEFAULT_PRESETS)[dataset]
+    overrides = {"data.dataset": dataset, "data.data_root": opts["data_root"],
+                 "model.backbone": opts["backbone"], "optim.epochs": opts["epochs"],
+                 "data.batch_size_per_gpu": opts["batch_size"], "optim.lr": opts["lr"],
+                 "data.workers": opts["workers"], "device": opts["device"], "out_dir": opts["out_dir"],
+                 "seed": opts["seed"], "init_from": opts["init_from"], "head": opts["head"],
+                 "pretrained": opts["pretrained"]}
+    cfg = resolve_config(preset, opts["config_file"], overrides, opts["sets"])
+    if opts["synthetic"]:
+        ensure_synthetic(dataset, Path(cfg.data.data_root))
+    result = fit(cfg, resume=opts["resume"], max_steps_per_epoch=opts["max_steps"], echo=click.echo)
+    click.echo(f"done: {result.epochs_done} epochs in {result.run_dir} (best {result.best})")
+
+
+def ensure_synthetic(dataset: str, root: Path) -> None:
+    """Write the generated data set to ``root`` unless it is already there (COCO: the COCO
+    layout in ``root``; h36m: ``root/h36m`` and ``root/mpii``, the seed README's layout)."""
+    from trainer.data import synthetic
+    spec = synthetic.SyntheticSpec(num_train=256, num_val=64)
+    parts = {"coco": [(root, synthetic.write_coco)],
+             "h36m": [(root / "h36m", synthetic.write_h36m), (root / "mpii", synthetic.write_mpii)]}[dataset]
+    for folder, writer in parts:
+        if not (folder / "annotations").is_dir():
+            click.echo(f"writing generated {dataset} data to {folder} ...")
+            writer(folder, spec)
+
+
+@train_main.command("coco", help="Train the 2D model on COCO-format keypoints.")
+@train_options
+@one_line_errors
+def train_coco(**opts) -> None:
+    _run_training("coco", **opts)
+
+
+@train_main.command("h36m", help="Train the 3D model on Human3.6M (+ MPII).")
+@train_options
+@one_line_errors
+def train_h36m(**opts) -> None:
+    _run_training("h36m", **opts)
+
+
+@click.group(help="Evaluate RLE checkpoints (project or official).")
+def eval_main() -> None:
+    pass
+
+
+@eval_main.command("coco", help="COCO keypoint AP (pycocotools) of CKPT on val2017.")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--data-root", required=True, help="COCO folder: annotations/person_keypoints_val2017.json, images/val2017/.")
+@click.option("--boxes", default="gt", show_default=True, help="gt, or a detection-results JSON file.")
+@click.option("--score-threshold", type=float, default=0.0, show_default=True, help="Detection score threshold.")
+@click.option("--flip/--no-flip", default=True, show_default=True, help="Flip test.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Write the metrics JSON here.")
+@click.option("--results", "results_path", type=click.Path(dir_okay=False), help="Write COCO keypoint results here.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--val-dir", default="images/val2017", show_default=True, help="Image folder under --data-root.")
+@one_line_errors
+def eval_coco(checkpoint, data_root, boxes, score_threshold, flip, out_path, results_path,
+              batch_size, workers, device, val_dir) -> None:
+    from models.checkpoint import load_model
+    from trainer.config import DataConfig, TrainConfig
+    from trainer.data.coco import DatasetError, build_val_loader
+    from trainer.engine import resolve_device
+    from trainer.evaluate import evaluate_coco_loader
+    from trainer.io import write_json_atomic
+    dev = resolve_device(device)
+    model = load_model(checkpoint, dev)
+    if model.config.dims != 2:
+        raise click.ClickException(f"{checkpoint}: a {model.config.dims}D model; rle-eval coco needs a 2D "
+                                   "checkpoint (use rle-eval h36m for 3D)")
+    detected = boxes != "gt"
+    if detected and not Path(boxes).is_file():
+        raise DatasetError(f"--boxes {boxes}: no such detection-results file (or use --boxes gt)")
+    data = DataConfig(data_root=data_root, val_image_dir=val_dir, val_batch_size=batch_size,
+                      workers=workers, val_boxes="det" if detected else "gt",
+                      det_score_threshold=score_threshold)
+    cfg = TrainConfig(model=model.config, data=data)
+    loader = build_val_loader(cfg, det_file=boxes if detected else None)
+    gt_json = Path(data_root) / data.val_annotation_file
+    metrics, calib = evaluate_coco_loader(model, loader, gt_json, dev, flip, detected, results_path)
+    click.echo(metrics.format_table())
+    if calib is not None:
+        click.echo("\nsigma vs error (visible joints, box-normalised):\n" + calib.format_table())
+    if out_path:
+        payload = {**metrics.to_dict(), "checkpoint": str(checkpoint), "boxes": boxes, "flip": flip,
+                   "calibration": calib.to_dict() if calib is not None else None}
+        write_json_atomic(out_path, payload, indent=2)

@@ -1,0 +1,99 @@
+"""Top-down evaluation over a data loader: one prediction per instance, then the metrics.
+
+The same crop geometry, forward (with optional flip test) and decoding as ``models.Predictor``,
+batched over instances from many images. COCO: instance scores, OKS-NMS for detected boxes,
+COCO results, pycocotools AP, and the sigma-vs-error calibration table (GT boxes).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.predictor import decode, forward_with_flip
+from trainer.metrics.calibration import CalibrationReport, calibration_table
+from trainer.metrics.coco_eval import (CocoKeypointMetrics, evaluate_coco, instance_score,
+                                       oks_nms_by_image, to_coco_results)
+
+
+@dataclass
+class LoaderPredictions:
+    """Predictions for M instances in image pixels: ``keypoints`` (M, K, D), ``sigma`` (M, K, D),
+    ``confidence`` (M, K), ``crop_boxes_xyxy`` (M, 4) the enlarged crop boxes, ``image_ids``,
+    ``ann_ids`` (M,) (-1 for detections), ``box_scores`` (M,), ``order`` (M,) dataset indices."""
+
+    keypoints: np.ndarray
+    sigma: np.ndarray
+    confidence: np.ndarray
+    crop_boxes_xyxy: np.ndarray
+    image_ids: np.ndarray
+    ann_ids: np.ndarray
+    box_scores: np.ndarray
+
+
+@torch.no_grad()
+def predict_loader(model, loader, device: torch.device, flip: bool,
+                   amp_dtype: torch.dtype | None = None) -> LoaderPredictions:
+    """Run ``model`` (eval mode) over every batch of ``loader`` (PoseBatch) and decode to pixels."""
+    model.eval()
+    cfg = model.config
+    parts: list[tuple] = []
+    for batch in loader:
+        if batch is None:
+            continue
+        images = batch.images.to(device, non_blocking=True)
+        if device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            out = forward_with_flip(model, images, flip)
+        center, size = batch.center_px.numpy(), batch.size_px.numpy()
+        boxes = np.concatenate([center - size / 2, center + size / 2], axis=1)
+        pred = decode(out, batch.crop_from_image.numpy().astype(np.float64), cfg, boxes)
+        parts.append((pred.keypoints, pred.sigma, pred.confidence, boxes, batch.image_ids.numpy(),
+                      batch.ann_ids.numpy(), batch.scores.numpy()))
+    if not parts:
+        raise ValueError("the evaluation data has no instances to predict")
+    return LoaderPredictions(*(np.concatenate(column) for column in zip(*parts)))
+
+
+def coco_results(preds: LoaderPredictions, detected: bool, nms_threshold: float = 0.9) -> list[dict]:
+    """Instance scores (box score + mean + max of keypoint confidence; mean + max for GT boxes),
+    OKS-NMS per image for detected boxes, and the COCO keypoint results list."""
+    scores = instance_score(preds.confidence, preds.box_scores if detected else None)
+    boxes = preds.crop_boxes_xyxy
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    keep = np.arange(len(scores))
+    if detected:
+        keep = oks_nms_by_image(preds.image_ids, preds.keypoints[..., :2], scores, areas, nms_threshold)
+    return to_coco_results(preds.image_ids[keep], preds.keypoints[keep, :, :2],
+                           preds.confidence[keep], scores[keep])
+
+
+def coco_calibration(preds: LoaderPredictions, instances) -> CalibrationReport | None:
+    """Sigma vs actual error for visible joints of GT-box predictions (None for detections).
+
+    Both are divided by sqrt(area of the crop box) so that people of all sizes share one scale.
+    """
+    index = {int(a): i for i, a in enumerate(instances.ann_ids)}
+    rows = [index.get(int(a), -1) for a in preds.ann_ids]
+    if not rows or min(rows) < 0:
+        return None
+    gt = instances.joints[rows]
+    visible = instances.joints_vis[rows] > 0
+    err = np.linalg.norm(preds.keypoints[..., :2] - gt, axis=-1)
+    sig = np.linalg.norm(preds.sigma[..., :2], axis=-1) / np.sqrt(2)
+    size = np.sqrt(np.prod(preds.crop_boxes_xyxy[:, 2:] - preds.crop_boxes_xyxy[:, :2], axis=1))[:, None]
+    return calibration_table((sig / size)[visible], (err / size)[visible], unit="box-normalised")
+
+
+def evaluate_coco_loader(model, loader, gt_json: str | Path, device: torch.device, flip: bool,
+                         detected: bool, results_path: str | Path | None = None,
+                         amp_dtype: torch.dtype | None = None) -> tuple[CocoKeypointMetrics, CalibrationReport | None]:
+    """Predict every instance of ``loader`` and score the results with pycocotools."""
+    preds = predict_loader(model, loader, device, flip, amp_dtype)
+    results = coco_results(preds, detected)
+    metrics = evaluate_coco(gt_json, results, results_path=results_path)
+    calib = None if detected else coco_calibration(preds, loader.dataset.instances)
+    return metrics, calib

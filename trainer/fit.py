@@ -1,0 +1,102 @@
+"""``fit``: one training run from a resolved TrainConfig, as a readable sequence."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from models.pose_model import build_model
+from trainer.config import TrainConfig
+from trainer.engine import Runtime, build_optimizer, is_better, setup_runtime, train_one_epoch
+from trainer.init_from import init_backbone_from
+from trainer.run_state import (MetricsLog, find_resume, load_training_state, save_training_checkpoint,
+                               write_run_config)
+from trainer.tasks import TASKS
+
+
+@dataclass
+class FitResult:
+    """Where the run ended: run directory, epochs done, best validation value, last metrics."""
+
+    run_dir: Path
+    epochs_done: int
+    best: float | None
+    last_val: dict | None
+
+
+def fit(cfg: TrainConfig, resume: str | None = None, max_steps_per_epoch: int | None = None,
+        echo=print) -> FitResult:
+    """Train ``cfg``; ``resume`` is None, 'auto' (the run dir's last.pth) or a checkpoint path."""
+    torch.manual_seed(cfg.seed)
+    rt = setup_runtime(cfg.device, cfg.amp, cfg.channels_last)
+    run_dir = Path(cfg.out_dir)
+    task = TASKS[cfg.data.dataset]
+    model = build_model(cfg.model, pretrained=cfg.pretrained and not cfg.init_from and not resume)
+    if cfg.init_from:
+        echo(init_backbone_from(model, cfg.init_from))
+    model.to(rt.device)
+    if rt.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer, scheduler = build_optimizer(model, cfg.optim)
+    state = None
+    resume_path = find_resume(resume, run_dir)
+    if resume_path is not None:
+        state = load_training_state(resume_path, model, optimizer, scheduler)
+        echo(f"resumed from {resume_path} after epoch {state.epoch} (step {state.step})")
+    train_model = _wrap(model, rt, cfg.compile)
+    train_loader = task.train_loader(cfg, rt.rank, rt.world_size)
+    log = None
+    if rt.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_run_config(run_dir, cfg.to_dict())
+        log = MetricsLog(run_dir / "metrics.jsonl")
+    start_epoch = state.epoch + 1 if state else 1
+    step, best = (state.step, state.best) if state else (0, None)
+    last_val = None
+    for epoch in range(start_epoch, cfg.optim.epochs + 1):
+        if hasattr(train_loader.sampler, "set_epoch"):
+            train_loader.sampler.set_epoch(epoch)
+        tic = time.perf_counter()
+        stats, step = train_one_epoch(train_model, train_loader, optimizer, rt, epoch, step, cfg.head,
+                                      cfg.optim.grad_clip_norm, cfg.optim.grad_clip_mode, log,
+                                      cfg.log_every_steps, max_steps_per_epoch)
+        scheduler.step()
+        record = {"kind": "epoch", "epoch": epoch, "step": step, "time_s": time.perf_counter() - tic, **stats}
+        is_best = False
+        if epoch % cfg.val_every_epochs == 0 or epoch == cfg.optim.epochs:
+            last_val = task.validate(model, cfg, rt)
+            if last_val is not None:
+                value = last_val[task.best_key]
+                is_best = is_better(value, best, task.higher_is_better)
+                best = value if is_best else best
+                record.update({f"val_{k}": v for k, v in last_val.items() if isinstance(v, (int, float))})
+        if rt.is_main:
+            log.write(record)
+            save_training_checkpoint(run_dir, model, optimizer, scheduler, epoch, step, best,
+                                     cfg.to_dict(), is_best or best is None)
+            echo(_summary(epoch, stats, last_val if "val_" + task.best_key in record else None, task.best_key))
+        if rt.world_size > 1:
+            dist.barrier()
+    if log is not None:
+        log.close()
+    return FitResult(run_dir, cfg.optim.epochs, best, last_val)
+
+
+def _wrap(model, rt: Runtime, compile_model: bool):
+    wrapped = model
+    if rt.world_size > 1:
+        wrapped = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    if compile_model:
+        wrapped = torch.compile(wrapped)
+    return wrapped
+
+
+def _summary(epoch: int, stats: dict, val: dict | None, key: str) -> str:
+    text = f"epoch {epoch}: loss {stats.get('loss', float('nan')):.4f}, {stats.get('img_s', 0):.1f} img/s"
+    if val is not None:
+        text += f", val {key} {val[key]:.4f}"
+    return text

@@ -1,0 +1,39 @@
+"""What differs between data sets in training: loaders and validation, behind one small interface.
+
+``TASKS`` maps ``data.dataset`` to a Task; the loop in ``trainer.fit`` knows nothing else about them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from trainer.data import coco as coco_data
+from trainer.evaluate import evaluate_coco_loader
+
+
+@dataclass(frozen=True)
+class Task:
+    """train_loader(cfg, rank, world_size); validate(model, cfg, rt) -> metrics dict or None
+    (rank 0 evaluates; other ranks get None); ``best_key`` and its direction pick ``best.pth``."""
+
+    train_loader: Callable
+    validate: Callable
+    best_key: str
+    higher_is_better: bool
+
+
+def validate_coco(model, cfg, rt) -> dict | None:
+    """COCO AP on the val annotation file with ``data.val_boxes`` boxes (rank 0 only)."""
+    if not rt.is_main:
+        return None
+    loader = coco_data.build_val_loader(cfg)
+    gt_json = Path(cfg.data.data_root) / cfg.data.val_annotation_file
+    metrics, _ = evaluate_coco_loader(model, loader, gt_json, rt.device, flip=False,
+                                      detected=cfg.data.val_boxes == "det", amp_dtype=rt.amp_dtype)
+    return metrics.to_dict()
+
+
+TASKS: dict[str, Task] = {
+    "coco": Task(coco_data.build_train_loader, validate_coco, "AP", True),
+}
