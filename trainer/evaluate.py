@@ -2,7 +2,8 @@
 
 The same crop geometry, forward (with optional flip test) and decoding as ``models.Predictor``,
 batched over instances from many images. COCO: instance scores, OKS-NMS for detected boxes,
-COCO results, pycocotools AP, and the sigma-vs-error calibration table (GT boxes).
+COCO results, pycocotools AP, and the sigma-vs-error calibration table (GT boxes). Human3.6M:
+back-projection with the camera intrinsics and the GT root depth, MPJPE / PA-MPJPE per action.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from models.predictor import decode, forward_with_flip
 from trainer.metrics.calibration import CalibrationReport, calibration_table
 from trainer.metrics.coco_eval import (CocoKeypointMetrics, evaluate_coco, instance_score,
                                        oks_nms_by_image, to_coco_results)
+from trainer.metrics.h36m_eval import H36MMetrics, pixel_depth_to_camera, summarize_h36m
 
 
 @dataclass
@@ -97,3 +99,26 @@ def evaluate_coco_loader(model, loader, gt_json: str | Path, device: torch.devic
     metrics = evaluate_coco(gt_json, results, results_path=results_path)
     calib = None if detected else coco_calibration(preds, loader.dataset.instances)
     return metrics, calib
+
+
+def h36m_camera_joints(keypoints: np.ndarray, root_z_mm: np.ndarray, f: np.ndarray,
+                       c: np.ndarray) -> np.ndarray:
+    """Back-project 3D-model predictions: ``keypoints`` (M, K, 3) = x, y image px and z mm relative
+    to the root (``decode``'s d * depth_range_mm), ``root_z_mm`` (M,) the GT root depth, ``f``,
+    ``c`` (M, 2) px -> (M, K, 3) camera mm with Z = z + root_z (the reference's protocol)."""
+    depth = keypoints[..., 2] + np.asarray(root_z_mm, np.float64)[:, None]
+    return pixel_depth_to_camera(keypoints[..., :2], depth, f, c)
+
+
+def evaluate_h36m_loader(model, loader, device: torch.device, flip: bool,
+                         amp_dtype: torch.dtype | None = None) -> H36MMetrics:
+    """MPJPE / PA-MPJPE (mm, 17 joints, root-relative, per action) of every instance of ``loader``
+    (a Human3.6M data set: ``loader.dataset.instances`` holds cameras and GT camera joints)."""
+    preds = predict_loader(model, loader, device, flip, amp_dtype)
+    inst = loader.dataset.instances
+    index = {int(a): i for i, a in enumerate(inst.ann_ids)}
+    rows = np.array([index[int(a)] for a in preds.ann_ids])
+    root = model.config.root_index
+    pred_cam = h36m_camera_joints(preds.keypoints.astype(np.float64), inst.joints_cam[rows, root, 2],
+                                  inst.f[rows], inst.c[rows])
+    return summarize_h36m(pred_cam, inst.joints_cam[rows], inst.actions[rows], root=root)

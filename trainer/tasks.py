@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Callable
 
 from trainer.data import coco as coco_data
-from trainer.evaluate import evaluate_coco_loader
+from trainer.data import h36m as h36m_data
+from trainer.evaluate import evaluate_coco_loader, evaluate_h36m_loader
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,16 @@ def validate_coco(model, cfg, rt) -> dict | None:
     return metrics.to_dict()
 
 
+def validate_h36m(model, cfg, rt) -> dict | None:
+    """Protocol-2 MPJPE / PA-MPJPE (mm) on the test annotation file, no flip (rank 0 only)."""
+    if not rt.is_main:
+        return None
+    metrics = evaluate_h36m_loader(model, h36m_data.build_val_loader(cfg), rt.device, flip=False,
+                                   amp_dtype=rt.amp_dtype)
+    return {"MPJPE": metrics.mpjpe, "PA_MPJPE": metrics.pa_mpjpe, "num_samples": metrics.num_samples}
+
+
 TASKS: dict[str, Task] = {
     "coco": Task(coco_data.build_train_loader, validate_coco, "AP", True),
+    "h36m": Task(h36m_data.build_train_loader, validate_h36m, "MPJPE", False),
 }
