@@ -153,3 +153,45 @@ def eval_coco(checkpoint, data_root, boxes, score_threshold, flip, out_path, res
         payload = {**metrics.to_dict(), "checkpoint": str(checkpoint), "boxes": boxes, "flip": flip,
                    "calibration": calib.to_dict() if calib is not None else None}
         write_json_atomic(out_path, payload, indent=2)
+
+
+H36M_TEST_FILE = "annotations/Sample_64_test_Human36M_protocol_2.json"
+
+
+@eval_main.command("h36m", help="Human3.6M protocol 2 (S9, S11, every 64th frame, GT boxes): MPJPE and "
+                   "PA-MPJPE in mm per action, of a 3D CKPT (project or official h36m-laplace-rle.pth).")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--data-root", required=True, help="Folder holding h36m/ (h36m/annotations/Sample_64_test_"
+              "Human36M_protocol_2.json, h36m/images/); the h36m folder itself works too.")
+@click.option("--flip/--no-flip", default=True, show_default=True, help="Flip test (u -> -u - 1/W, depth kept).")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Write the metrics JSON here.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@one_line_errors
+def eval_h36m(checkpoint, data_root, flip, out_path, batch_size, workers, device) -> None:
+    from models.checkpoint import load_model
+    from trainer.config import DataConfig, TrainConfig
+    from trainer.data.coco import DatasetError
+    from trainer.data.h36m import build_val_loader
+    from trainer.engine import resolve_device
+    from trainer.evaluate import evaluate_h36m_loader
+    from trainer.io import write_json_atomic
+    dev = resolve_device(device)
+    model = load_model(checkpoint, dev)
+    if model.config.dims != 3:
+        raise click.ClickException(f"{checkpoint}: a {model.config.dims}D model; rle-eval h36m needs a 3D "
+                                   "checkpoint (use rle-eval coco for 2D)")
+    root = Path(data_root)
+    if not root.is_dir():
+        raise DatasetError(f"--data-root {data_root}: no such folder; give the folder holding h36m/")
+    prefix = "" if (root / H36M_TEST_FILE).is_file() and not (root / "h36m").is_dir() else "h36m/"
+    data = DataConfig(dataset="h36m", data_root=str(root), val_annotation_file=prefix + H36M_TEST_FILE,
+                      val_image_dir=prefix + "images", val_batch_size=batch_size, workers=workers)
+    loader = build_val_loader(TrainConfig(model=model.config, data=data))
+    metrics = evaluate_h36m_loader(model, loader, dev, flip)
+    click.echo(metrics.format_table())
+    if out_path:
+        payload = {**metrics.to_dict(), "checkpoint": str(checkpoint), "flip": flip,
+                   "skipped": loader.dataset.instances.skipped}
+        write_json_atomic(out_path, payload, indent=2)

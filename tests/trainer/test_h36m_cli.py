@@ -1,0 +1,91 @@
+"""``rle-train h36m`` / ``rle-eval h36m`` end to end on tiny generated data; official 3D layout;
+bad inputs as one-line errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from models.checkpoint import save_checkpoint
+from models.config import coco_config, h36m_config
+from models.pose_model import build_model
+from test_h36m_data import TEST_FILE, write_h36m_file, write_tiny_h36m
+from trainer.cli import eval_main, train_main
+
+TINY = ["--set", "model.backbone=resnet10t", "--set", "model.input_hw=[64,64]"]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("h36m_cli")
+    write_tiny_h36m(root)
+    return root
+
+
+def _official_3d_layout(model) -> dict:
+    """A project 3D state dict re-keyed to the official h36m-laplace-rle.pth names."""
+    names = {"backbone.": "preact.", "head.coord.": "fc_coord.linear.", "head.sigma.": "fc_sigma.",
+             "criterion.flow2d.": "flow2d.", "criterion.flow3d.": "flow3d."}
+    out = {}
+    for key, value in model.state_dict().items():
+        prefix = next(p for p in names if key.startswith(p))
+        out[names[prefix] + key[len(prefix):]] = value
+    return out
+
+
+def _eval(*args):
+    return CliRunner().invoke(eval_main, ["h36m", *map(str, args), "--workers", "0", "--batch-size", "4"])
+
+
+def test_train_then_evaluate_end_to_end(data_root, tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(train_main, [
+        "h36m", "--synthetic", "--out", str(out), "--epochs", "1", "--max-steps", "2", "--batch-size", "4",
+        "--set", f"data.data_root={data_root}", "--set", "optim.milestones=[]", *TINY])
+    assert result.exit_code == 0, result.output
+    assert "val MPJPE" in result.output and (out / "last.pth").is_file()
+    json_path = tmp_path / "m.json"
+    result = _eval(out / "last.pth", "--data-root", data_root, "--out", json_path)
+    assert result.exit_code == 0, result.output
+    assert "MPJPE" in result.output and "All" in result.output
+    metrics = json.loads(json_path.read_text())
+    assert metrics["num_samples"] == 4 and metrics["mpjpe_mm"] > 0 and metrics["flip"] is True
+    assert set(metrics["per_action"]) == {"Directions", "Discussion", "Eating", "Greeting"}
+
+
+def test_official_3d_layout_evaluates(data_root, tmp_path):
+    model = build_model(h36m_config("resnet18"))
+    path = tmp_path / "h36m-laplace-rle.pth"
+    torch.save(_official_3d_layout(model), path)
+    result = _eval(path, "--data-root", data_root / "h36m", "--no-flip")   # the h36m folder works too
+    assert result.exit_code == 0, result.output
+    assert "All" in result.output.splitlines()[-1]
+
+
+def test_2d_checkpoint_to_eval_h36m_and_3d_to_eval_coco_are_refused(data_root, tmp_path):
+    path_2d = save_checkpoint(tmp_path / "2d.pth", build_model(coco_config("resnet10t", input_hw=(64, 48))))
+    path_3d = save_checkpoint(tmp_path / "3d.pth", build_model(h36m_config("resnet10t", input_hw=(64, 64))))
+    result = _eval(path_2d, "--data-root", data_root)
+    assert result.exit_code == 1 and "a 2D model; rle-eval h36m needs a 3D checkpoint" in result.output
+    result = CliRunner().invoke(eval_main, ["coco", str(path_3d), "--data-root", str(data_root)])
+    assert result.exit_code == 1 and "a 3D model; rle-eval coco needs a 2D checkpoint" in result.output
+
+
+def test_bad_data_gives_one_line_errors(data_root, tmp_path):
+    ckpt = save_checkpoint(tmp_path / "3d.pth", build_model(h36m_config("resnet10t", input_hw=(64, 64))))
+    cases = []
+    cases.append((tmp_path / "nowhere", "no such folder"))
+    (tmp_path / "empty").mkdir()
+    cases.append((tmp_path / "empty", "Sample_64_test_Human36M_protocol_2.json: Human3.6M annotation file not found"))
+    write_h36m_file(tmp_path / "wrong", TEST_FILE, ["s_01_act_02_subact_01_ca_01"])
+    cases.append((tmp_path / "wrong", "a protocol-2 test file holds S9 and S11 only"))
+    data = write_h36m_file(tmp_path / "nocam", TEST_FILE, ["s_09_act_02_subact_01_ca_01"])
+    del data["images"][0]["cam_param"]
+    (tmp_path / "nocam" / TEST_FILE).write_text(json.dumps(data))
+    cases.append((tmp_path / "nocam", "has no camera parameters (cam_param with R, t, f, c)"))
+    for root, message in cases:
+        result = _eval(ckpt, "--data-root", root)
+        assert result.exit_code == 1 and message in result.output, (root, result.output)
+        assert len(result.output.strip().splitlines()) == 1, result.output
