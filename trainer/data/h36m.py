@@ -127,7 +127,8 @@ def _read_pairs(path: Path) -> list[tuple[dict, dict]]:
 
 
 def _instance_row(image: dict, ann: dict, path: Path) -> tuple:
-    """(joints_cam (18, 3), joints_px (18, 2), box_xyxy (4,), f, c) of one image/annotation pair."""
+    """(joints_cam (18, 3) mm, joints_px (18, 2), box_xyxy (4,) px, f (2,), c (2,), the raw bbox)
+    of one image/annotation pair; DatasetError on a mismatched pair or a malformed entry."""
     if ann.get("image_id", image.get("id")) != image.get("id"):
         raise DatasetError(f"{path}: annotation {ann.get('id')} is for image {ann.get('image_id')}, "
                            f"paired with image {image.get('id')}; images and annotations must be in the same order")
@@ -183,18 +184,21 @@ def load_h36m_instances(ann_path: str | Path, split: str, depth_range_mm: float 
 
 
 def _stack(rows: list[tuple], depth_range_mm: float, root_index: int, skipped: dict) -> H36MInstances:
+    """Rows of ``load_h36m_instances`` -> H36MInstances; d = (Z - Z_root) / depth_range_mm."""
     n = len(rows)
     cam = np.stack([r[2] for r in rows])
     depth = (cam[..., 2] - cam[:, root_index:root_index + 1, 2]) / depth_range_mm
     seq = np.array([r[7] for r in rows], np.int64)
     return H36MInstances(
-        [str(r[0]["file_name"]) for r in rows],
-        np.array([[r[0]["width"], r[0]["height"]] for r in rows], np.int64),
-        np.array([r[0].get("id", -1) for r in rows], np.int64), np.arange(n),
-        np.array([r[1].get("id", -1) for r in rows], np.int64), np.stack([r[4] for r in rows]),
-        np.concatenate([np.stack([r[3] for r in rows]), depth[..., None]], -1),
-        np.ones(cam.shape[:2]), np.ones(n), cam, np.stack([r[5] for r in rows]),
-        np.stack([r[6] for r in rows]), seq[:, 0], seq[:, 1], seq[:, 2], seq[:, 3], skipped)
+        image_files=[str(r[0]["file_name"]) for r in rows],
+        image_wh=np.array([[r[0]["width"], r[0]["height"]] for r in rows], np.int64),
+        image_ids=np.array([r[0].get("id", -1) for r in rows], np.int64), image_index=np.arange(n),
+        ann_ids=np.array([r[1].get("id", -1) for r in rows], np.int64),
+        boxes_xyxy=np.stack([r[4] for r in rows]),
+        joints=np.concatenate([np.stack([r[3] for r in rows]), depth[..., None]], -1),
+        joints_vis=np.ones(cam.shape[:2]), scores=np.ones(n), joints_cam=cam,
+        f=np.stack([r[5] for r in rows]), c=np.stack([r[6] for r in rows]), subjects=seq[:, 0],
+        actions=seq[:, 1], subactions=seq[:, 2], cameras=seq[:, 3], skipped=skipped)
 
 
 def h36m_root(cfg) -> Path:
