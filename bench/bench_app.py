@@ -1,0 +1,117 @@
+"""End-to-end app FPS on a generated 640x480 clip (CPU): detector + predictor + smoothing + drawing.
+
+    python bench/bench_app.py [--backbones demo resnet50] [--detector full-frame] [--frames 60]
+    python bench/bench_app.py --write-assets assets     # (re)writes demo.webm and demo.jpg
+
+``demo`` is the shipped model (assets/demo-coco.pth); other names are timm backbones with random
+weights at 256x192 (timing only). The clip is one generated figure walking across the frame
+(trainer/data, painted with OpenCV). Each stage is timed per frame; FPS = 1 / total per frame.
+Numbers depend on the machine's load: other processes on the same cores slow every stage alike.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from models import build_model, coco_config  # noqa: E402
+from rle_app.pipeline import (DEMO_CHECKPOINT, FramePoses, PosePipeline, StreamState, annotate,  # noqa: E402
+                              load_pose_models)
+from trainer.data.figures import (body_points, lerp_pose, look_at, place_body, sample_pose,  # noqa: E402
+                                  sample_shape)
+from trainer.data.synthetic_render import render_scene  # noqa: E402
+
+CLIP_HW, CLIP_FPS, CLIP_SECONDS = (480, 640), 10, 4.0
+
+
+def clip_frames(seed: int = 7, num_frames: int = int(CLIP_FPS * CLIP_SECONDS), image_hw=CLIP_HW):
+    """Frames (RGB uint8 (H, W, 3)) of one figure (about 370 px tall) walking left to right, turning slowly, limbs
+    swinging between two walking poses; the same background and palette in every frame."""
+    rng = np.random.default_rng(seed)
+    h, w = image_hw
+    camera = look_at([0.0, 0.0, 1000.0], [0.0, 4000.0, 900.0], [w * 1.1, w * 1.1], [w / 2, h / 2])
+    shape, poses = sample_shape(rng, 1.0), [sample_pose(rng, "walking") for _ in range(2)]
+    frames = []
+    for i in range(num_frames):
+        t = i / max(num_frames - 1, 1)
+        pose = lerp_pose(*poses, 0.5 - 0.5 * np.cos(2 * np.pi * 2 * t))
+        points = body_points(shape, pose)
+        anchor = np.array([-500.0 + 1000.0 * t, 3200.0, 950.0])
+        world = place_body(points, np.pi + 0.6 * np.sin(np.pi * t), 0.0, 0.0, anchor, 0.5 * (points[0] + points[8]))
+        image, _ = render_scene(np.random.default_rng(seed), image_hw, camera, [(world, shape)])
+        frames.append(image)
+    return frames
+
+
+def write_assets(folder: Path) -> None:
+    """assets/demo.webm (VP8, 10 fps, 4 s, 640x480) and assets/demo.jpg (its middle frame)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = clip_frames()
+    writer = cv2.VideoWriter(str(folder / "demo.webm"), cv2.VideoWriter_fourcc(*"VP80"), CLIP_FPS, CLIP_HW[::-1])
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    cv2.imwrite(str(folder / "demo.jpg"), cv2.cvtColor(frames[len(frames) // 2], cv2.COLOR_RGB2BGR),
+                [cv2.IMWRITE_JPEG_QUALITY, 90])
+    print(f"wrote {folder / 'demo.webm'} ({len(frames)} frames) and {folder / 'demo.jpg'}")
+
+
+def stage_times(pipe: PosePipeline, frames, detector: str) -> dict[str, float]:
+    """Mean seconds per frame of each stage over ``frames`` (after two warm-up frames)."""
+    det, state = pipe.detector(detector), StreamState()
+    totals = dict.fromkeys(["detect+track", "predict", "smooth", "draw"], 0.0)
+    for i, frame in enumerate(list(frames[:2]) + list(frames)):
+        t0 = time.perf_counter()
+        found = det(frame)
+        tracks = state.tracker.update(found.boxes_xyxy, found.scores)
+        t1 = time.perf_counter()
+        pred = pipe.predictor(frame, tracks.boxes_xyxy)
+        t2 = time.perf_counter()
+        smoothed = state.smoother.update(tracks.track_ids, pred.keypoints, pred.covariance_px)
+        t3 = time.perf_counter()
+        poses = FramePoses(tracks.boxes_xyxy, tracks.track_ids, pred, smoothed)
+        annotate(frame, poses, pipe.config, fps=10.0)
+        t4 = time.perf_counter()
+        if i >= 2:
+            for key, dt in zip(totals, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                totals[key] += dt
+    return {k: v / len(frames) for k, v in totals.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbones", nargs="+", default=["demo", "resnet50"])
+    parser.add_argument("--detector", default="full-frame")
+    parser.add_argument("--frames", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--write-assets", type=Path, help="write demo.webm / demo.jpg here and exit")
+    args = parser.parse_args()
+    if args.write_assets:
+        write_assets(args.write_assets)
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    frames = clip_frames(num_frames=args.frames)
+    print(f"{args.frames} frames 640x480, detector {args.detector}, torch threads {torch.get_num_threads()}, "
+          f"load average {os.getloadavg()[0]:.2f}")
+    print(f"{'model':<30} {'detect+track':>12} {'predict':>9} {'smooth':>8} {'draw':>8} {'total ms':>9} {'FPS':>6}")
+    for name in args.backbones:
+        if name == "demo":
+            model, label = load_pose_models(None, None, torch.device("cpu"))[0], f"demo {DEMO_CHECKPOINT.stem} 128x96"
+        else:
+            model, label = build_model(coco_config(name)).eval(), f"{name} 256x192 (random)"
+        times = stage_times(PosePipeline(model, detector=args.detector), frames, args.detector)
+        total = sum(times.values())
+        print(f"{label[:30]:<30} " + " ".join(f"{1000 * times[k]:>{w}.1f}" for k, w in
+              zip(times, (12, 9, 8, 8))) + f" {1000 * total:>9.1f} {1 / total:>6.1f}")
+
+
+if __name__ == "__main__":
+    main()

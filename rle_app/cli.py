@@ -1,0 +1,78 @@
+"""``rle-app``: parse, load the models, build the Gradio app, launch. Nothing else lives here.
+
+    rle-app [--checkpoint PATH] [--checkpoint-3d PATH] [--webcam | --video PATH | --image PATH]
+            [--detector auto|mediapipe|hog|full-frame] [--host 127.0.0.1] [--port 7860] [--share]
+            [--device auto]
+
+Without ``--checkpoint`` the demo model in ``assets/`` is used (trained on generated figures only).
+Every user error (missing file, 2D/3D mix-up, bad detector) is one click error line, exit code 1.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+MAX_FILE_SIZE = "100mb"
+
+
+def build_app(checkpoint: str | None = None, checkpoint_3d: str | None = None, detector: str = "auto",
+              detector_model: str | None = None, device: str = "auto", video: str | None = None,
+              image: str | None = None, download: bool = True, webcam_time_limit_s: int | None = None):
+    """Load the models and build the Blocks; returns (demo, allowed_paths). Raises AppError.
+
+    ``video`` / ``image`` pre-fill their tabs (and select the tab); allowed_paths are the assets
+    folder and those files, nothing else.
+    """
+    from rle_app.pipeline import (ASSETS_DIR, DEMO_NOTICE, AppError, PosePipeline, load_pose_models,
+                                  resolve_detector, resolve_device)
+    from rle_app.ui import build_demo
+    for option, path in (("--video", video), ("--image", image), ("--detector-model", detector_model)):
+        if path and not Path(path).is_file():
+            raise AppError(f"{option} {path}: no such file")
+    model, model_3d, path_2d = load_pose_models(checkpoint, checkpoint_3d, resolve_device(device))
+    name, notice = resolve_detector(detector, detector_model, download)
+    notices = ([] if checkpoint else [DEMO_NOTICE]) + ([notice] if notice else [])
+    pipe = PosePipeline(model, model_3d, detector=name, detector_model=detector_model, checkpoint=path_2d,
+                        checkpoint_3d=checkpoint_3d, notices=tuple(notices))
+    demo = build_demo(pipe, video_path=video, image_path=image, webcam_time_limit_s=webcam_time_limit_s)
+    allowed = [str(ASSETS_DIR)] + [str(Path(p).resolve()) for p in (video, image) if p]
+    return demo, allowed
+
+
+@click.command(help="Pose estimation with uncertainty (RLE) in a Gradio app: webcam, video, image.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="2D checkpoint (project or official "
+              "coco-laplace-rle.pth); default: the demo model in assets/.")
+@click.option("--checkpoint-3d", type=click.Path(dir_okay=False), help="3D checkpoint (e.g. h36m-laplace-rle.pth).")
+@click.option("--webcam", "start", flag_value="webcam", help="Open on the webcam tab (the default).")
+@click.option("--video", type=click.Path(dir_okay=False), help="Open on the video tab with this video.")
+@click.option("--image", type=click.Path(dir_okay=False), help="Open on the image tab with this image.")
+@click.option("--detector", default="auto", show_default=True,
+              type=click.Choice(["auto", "mediapipe", "hog", "full-frame"]),
+              help="auto: mediapipe when its .task is found or downloadable, else full-frame.")
+@click.option("--detector-model", type=click.Path(dir_okay=False), help="MediaPipe pose_landmarker .task file.")
+@click.option("--download/--no-download", default=True, show_default=True,
+              help="May --detector auto try a one-time download of the mediapipe model.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (0.0.0.0 to serve a LAN).")
+@click.option("--port", default=7860, show_default=True, type=int)
+@click.option("--share", is_flag=True, help="Also open a public gradio.live link.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
+def main(checkpoint, checkpoint_3d, start, video, image, detector, detector_model, download, host, port,
+         share, device) -> None:
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from rle_app.pipeline import AppError
+    if sum(bool(x) for x in (start, video, image)) > 1:
+        raise click.UsageError("give one of --webcam, --video PATH, --image PATH")
+    try:
+        demo, allowed = build_app(checkpoint, checkpoint_3d, detector, detector_model, device,
+                                  video, image, download)
+    except AppError as err:
+        raise click.ClickException(str(err)) from None
+    demo.queue(default_concurrency_limit=1)
+    demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_FILE_SIZE,
+                allowed_paths=allowed, show_error=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""``build_demo(pipeline)``: the Gradio layout and its events. Handlers are thin: they call
+``rle_app.pipeline`` and turn its one-line ``AppError`` into ``gr.Error`` (never a traceback).
+
+Webcam streaming (gradio 6): the browser captures a frame every ``stream_every`` seconds but sends
+none while the previous one is still being processed (the frontend's stream state is "waiting"),
+so slow inference drops frames instead of queueing them; ``concurrency_limit=1`` runs one stream
+at a time and ``trigger_mode="always_last"`` keeps only the newest pending call. ``time_limit``
+(None locally, set on the Space) ends a stream so others get a turn.
+
+Left stays left: with ``webcam_options.mirror`` True (gradio's default, kept for a natural preview)
+the browser draws each captured frame mirrored before sending it. The stream handler flips it
+back, so the model sees the real frame and ``left_wrist`` is the person's left wrist; the annotated
+output shows the real (unmirrored) frame. ``predict_frame``, the non-streaming twin for
+gradio_client, takes real frames and flips nothing.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+
+from rle_app.detect import DETECTORS
+from rle_app.draw import figure_3d
+from rle_app.pipeline import (ELLIPSE_LEVEL, SIGMA_NOTE, AppError, FramePoses, PosePipeline, StreamState,
+                              annotate, document, frame_record, joints_mm, model_info, process_video, sigma_mm)
+
+MIRROR_PREVIEW = True        # gradio mirrors the webcam preview AND the frames it sends
+STREAM_EVERY_S = 0.05        # capture at most 20 frames/s; frames are skipped while one is pending
+NO_PERSON = "No person found: try another detector (hog, full-frame) or a frame with a whole person"
+
+
+def user_errors(fn):
+    """Run a handler; an AppError (or a bad input) becomes a one-line gr.Error in the UI."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except AppError as err:
+            raise gr.Error(str(err)) from None
+    return wrapper
+
+
+def _write_json(out_dir: Path, stem: str, doc: dict) -> str:
+    path = out_dir / f"{stem}-{uuid.uuid4().hex[:8]}.json"
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+class Handlers:
+    """Event functions of one app (one pipeline, one output folder for videos and JSON files)."""
+
+    def __init__(self, pipe: PosePipeline, out_dir: Path):
+        self.pipe, self.out_dir = pipe, out_dir
+
+    def webcam_step(self, frame, state, conf, scale, flip, smooth, detector):
+        """Streamed: one browser frame (mirrored when MIRROR_PREVIEW) -> annotated real frame."""
+        if frame is None:
+            return None, state
+        state = state if isinstance(state, StreamState) else StreamState()
+        real = np.ascontiguousarray(frame[:, ::-1]) if MIRROR_PREVIEW else frame
+        try:
+            poses = self.pipe.run_frame(real, detector, flip, state, smooth)
+        except AppError as err:
+            raise gr.Error(str(err)) from None
+        fps = state.tick(time.perf_counter())
+        return annotate(real, poses, self.pipe.config, conf, scale, fps), state
+
+    @user_errors
+    def predict_frame(self, image, conf, scale, flip, detector):
+        """Non-streaming twin of the webcam stream: one real (unmirrored) frame -> image + JSON."""
+        drawn, path, _ = self.predict_image(image, conf, scale, flip, detector)
+        return drawn, path
+
+    @user_errors
+    def predict_image(self, image, conf, scale, flip, detector):
+        """RGB image -> annotated image, JSON file path, and (image, poses) kept in gr.State."""
+        if image is None:
+            raise AppError("no image: upload one (or pass --image PATH)")
+        image = np.ascontiguousarray(image[..., :3], np.uint8)
+        poses = self.pipe.run_frame(image, detector, flip)
+        if len(poses.boxes_xyxy) == 0:
+            gr.Warning(NO_PERSON)
+        doc = document(self.pipe, [frame_record(poses, 0, 0.0)], detector, flip, False)
+        drawn = annotate(image, poses, self.pipe.config, conf, scale)
+        return drawn, _write_json(self.out_dir, "image", doc), (image, poses)
+
+    @staticmethod
+    def redraw(kept, conf, scale, config):
+        """Sliders moved: draw the kept poses again, without running the model."""
+        if not kept:
+            return gr.skip()
+        image, poses = kept
+        return annotate(image, poses, config, conf, scale)
+
+    @user_errors
+    def predict_video(self, video, conf, scale, flip, detector, smooth, progress=gr.Progress()):
+        """Video path -> annotated .webm path and JSON file path (per frame, raw + smoothed)."""
+        if not video:
+            raise AppError("no video: upload one (or pass --video PATH)")
+        out = self.out_dir / f"video-{uuid.uuid4().hex[:8]}.webm"
+        report = lambda i, n: progress((i, n), desc="frames", unit="frames")  # noqa: E731
+        doc = process_video(self.pipe, video, out, detector, flip, smooth, conf, scale, report)
+        if not any(f["people"] for f in doc["frames"]):
+            gr.Warning(NO_PERSON)
+        return str(out), _write_json(self.out_dir, "video", doc)
+
+    def plot_3d(self, kept, person, elev, azim):
+        """matplotlib 3D figure of the selected person's root-relative joints (mm), or None."""
+        if not kept or kept[1].pred_3d is None or len(kept[1].boxes_xyxy) == 0:
+            return None
+        poses: FramePoses = kept[1]
+        n, cfg = int(min(max(person, 0), len(poses.boxes_xyxy) - 1)), self.pipe.predictor_3d.config
+        fig = figure_3d(joints_mm(poses.pred_3d, n, poses.crop_px[n], cfg.depth_range_mm, cfg.root_index),
+                        cfg.edges, sigma_mm(poses.pred_3d, n, poses.crop_px[n], cfg.depth_range_mm),
+                        cfg.joint_names, title=f"person #{poses.track_ids[n]} (mm, root-relative)")
+        fig.axes[0].view_init(elev=float(elev), azim=float(azim))
+        return fig
+
+
+def info_markdown(pipe: PosePipeline) -> str:
+    """Model info (backbone, dims, input size, provenance), notices, and the ellipse legend."""
+    lines = []
+    for label, info in (("2D model", model_info(pipe.config, pipe.checkpoint)),
+                        ("3D model", model_info(pipe.predictor_3d.config, pipe.checkpoint_3d)
+                         if pipe.predictor_3d else None)):
+        if info:
+            lines.append(f"**{label}**: `{info['backbone']}`, {info['dims']}D, input {info['input_hw'][0]}x"
+                         f"{info['input_hw'][1]} (HxW), {len(info['joint_names'])} joints, source "
+                         f"`{info['source']}`, file `{info['checkpoint']}`")
+    lines += [f"> {n}" for n in pipe.notices]
+    lines.append(f"Ellipses: nominal {100 * ELLIPSE_LEVEL:.0f}% Gaussian level of the predicted covariance "
+                 f"(times the ellipse scale); outline red -> green with confidence. {SIGMA_NOTE}.")
+    return "\n\n".join(lines)
+
+
+def build_demo(pipe: PosePipeline, video_path: str | None = None, image_path: str | None = None,
+               detector: str | None = None, webcam_time_limit_s: int | None = None) -> gr.Blocks:
+    """The app: Webcam, Video and Image tabs, shared controls, 3D view when a 3D model is loaded.
+
+    Named API endpoints: ``predict_image``, ``predict_video``, ``predict_frame`` (the webcam twin).
+    """
+    h = Handlers(pipe, Path(tempfile.mkdtemp(prefix="rle-app-")))
+    with gr.Blocks(title="RLE pose") as demo:
+        gr.Markdown("# RLE pose: keypoints with uncertainty\n" + info_markdown(pipe))
+        with gr.Row():
+            conf = gr.Slider(0.0, 1.0, 0.3, step=0.05, label="confidence threshold")
+            scale = gr.Slider(0.25, 4.0, 1.0, step=0.25, label="ellipse scale")
+            flip = gr.Checkbox(False, label="flip test")
+            smooth = gr.Checkbox(True, label="smoothing (webcam, video)")
+            det = gr.Dropdown(list(DETECTORS), value=detector or pipe.default_detector, label="detector")
+        with gr.Tabs(selected="video" if video_path else "image" if image_path else None):
+            with gr.Tab("Webcam", id="webcam"):
+                _webcam_tab(h, conf, scale, flip, smooth, det, webcam_time_limit_s)
+            with gr.Tab("Video", id="video"):
+                vin = gr.Video(value=video_path, sources=["upload"], label="video")
+                vbtn = gr.Button("Process video", variant="primary")
+                vout, vjson = gr.Video(label="annotated (.webm)"), gr.File(label="keypoints JSON")
+                vbtn.click(h.predict_video, [vin, conf, scale, flip, det, smooth], [vout, vjson],
+                           api_name="predict_video", concurrency_limit=1)
+            with gr.Tab("Image", id="image"):
+                _image_tab(h, image_path, conf, scale, flip, det)
+    return demo
+
+
+def _webcam_tab(h: Handlers, conf, scale, flip, smooth, det, time_limit_s) -> None:
+    gr.Markdown("Click the camera, allow access, then Record. The preview is mirrored like a mirror; "
+                "the annotated view shows the real camera frame, so left joints (orange) are the "
+                "person's left. No camera? Use the Video or Image tab.")
+    with gr.Row():
+        cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="camera",
+                       webcam_options=gr.WebcamOptions(mirror=MIRROR_PREVIEW))
+        cam_out = gr.Image(label="annotated", format="jpeg", elem_id="webcam-annotated")
+    state = gr.State(None)
+    cam.stream(h.webcam_step, [cam, state, conf, scale, flip, smooth, det], [cam_out, state],
+               stream_every=STREAM_EVERY_S, time_limit=time_limit_s, concurrency_limit=1,
+               trigger_mode="always_last", show_progress="hidden", api_name="predict_frame_stream")
+    twin_in, twin_out = gr.Image(visible=False, type="numpy"), gr.Image(visible=False, format="png")
+    twin_json = gr.File(visible=False)
+    gr.Button(visible=False).click(h.predict_frame, [twin_in, conf, scale, flip, det], [twin_out, twin_json],
+                                   api_name="predict_frame")
+
+
+def _image_tab(h: Handlers, image_path, conf, scale, flip, det) -> None:
+    with gr.Row():
+        iin = gr.Image(value=image_path, type="numpy", sources=["upload", "clipboard"], label="image")
+        iout = gr.Image(label="annotated", format="png")
+    ibtn = gr.Button("Estimate poses", variant="primary")
+    ijson = gr.File(label="keypoints JSON")
+    kept = gr.State(None)
+    run = ibtn.click(h.predict_image, [iin, conf, scale, flip, det], [iout, ijson, kept], api_name="predict_image")
+    redraw = functools.partial(Handlers.redraw, config=h.pipe.config)
+    for slider in (conf, scale):
+        slider.change(redraw, [kept, conf, scale], iout, api_visibility="private", show_progress="hidden")
+    if h.pipe.predictor_3d is None:
+        return
+    with gr.Row():
+        person = gr.Number(0, precision=0, minimum=0, label="person (index in the JSON)")
+        elev = gr.Slider(-90, 90, 15, step=5, label="elevation (deg)")
+        azim = gr.Slider(-180, 180, -70, step=5, label="azimuth (deg)")
+    plot = gr.Plot(label="3D skeleton (root-relative mm; bars and marker size: sigma)")
+    run.then(h.plot_3d, [kept, person, elev, azim], plot, api_visibility="private")
+    for ctl in (person, elev, azim):
+        ctl.change(h.plot_3d, [kept, person, elev, azim], plot, api_visibility="private", show_progress="hidden")

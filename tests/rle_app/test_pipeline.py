@@ -1,0 +1,133 @@
+"""rle_app.pipeline and the UI handlers without a server: left stays left, bad inputs, 3D mm, demo model."""
+import cv2
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from models import build_model, coco_config, h36m_config
+from models.checkpoint import save_checkpoint
+from models.predictor import PosePrediction
+from rle_app import pipeline as pl
+from rle_app.cli import main
+from rle_app.ui import MIRROR_PREVIEW, Handlers
+
+LEFT_WRIST = 9  # COCO-17
+
+
+class MarkerPredictor:
+    """A stand-in model with a known output: left_wrist on the pure-red pixel, other joints at the
+    box centre, sigma 2 px. Records what it returned."""
+
+    def __init__(self, config):
+        self.config, self.flip, self.last = config, False, None
+
+    def __call__(self, image_rgb, boxes_xyxy):
+        boxes = np.asarray(boxes_xyxy, np.float32).reshape(-1, 4)
+        n, k = len(boxes), self.config.num_joints
+        kpts = np.repeat(((boxes[:, :2] + boxes[:, 2:]) / 2)[:, None], k, axis=1)
+        ys, xs = np.nonzero((image_rgb[..., 0] > 200) & (image_rgb[..., 1] < 50) & (image_rgb[..., 2] < 50))
+        kpts[:, LEFT_WRIST] = [xs.mean(), ys.mean()]
+        cov = np.broadcast_to(4.0 * np.eye(2, dtype=np.float32), (n, k, 2, 2)).copy()
+        self.last = PosePrediction(boxes, kpts, np.full((n, k, 2), 2.0, np.float32), cov,
+                                   np.ones((n, k), np.float32))
+        return self.last
+
+
+def _marker_pipeline():
+    cfg = coco_config("resnet18", input_hw=(64, 48))
+    pipe = pl.PosePipeline(build_model(cfg).eval(), detector="full-frame")
+    pipe.predictor = MarkerPredictor(cfg)
+    return pipe
+
+
+def test_webcam_frames_are_unmirrored_so_left_stays_left(tmp_path):
+    """The browser sends mirrored frames (MIRROR_PREVIEW); the model must see the real one."""
+    real = np.full((120, 160, 3), 90, np.uint8)
+    real[30:40, 20:30] = (255, 0, 0)                    # the person's left wrist, at x ~ 24.5 px
+    sent = real[:, ::-1] if MIRROR_PREVIEW else real    # what gradio's webcam component sends
+    pipe = _marker_pipeline()
+    h = Handlers(pipe, tmp_path)
+    drawn, state = h.webcam_step(sent, None, 0.3, 1.0, False, False, "full-frame")
+    assert np.array_equal(pipe.last_input, real)
+    assert pipe.predictor.last.keypoints[0, LEFT_WRIST, 0] == pytest.approx(24.5)
+    assert drawn.shape == real.shape and state.frames == 1
+    # the non-streaming twin takes real frames as they are
+    h.predict_frame(real, 0.3, 1.0, False, "full-frame")
+    assert pipe.predictor.last.keypoints[0, LEFT_WRIST, 0] == pytest.approx(24.5)
+
+
+def test_video_json_has_every_frame_raw_and_smoothed(tmp_path):
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (160, 120))
+    for i in range(6):
+        frame = np.full((120, 160, 3), 90, np.uint8)
+        frame[50:54, 20 + 10 * i:24 + 10 * i] = (0, 0, 255)   # BGR red, moving right
+        writer.write(frame)
+    writer.release()
+    calls = []
+    doc = pl.process_video(_marker_pipeline(), path, tmp_path / "out.webm", "full-frame", smooth=True,
+                           progress=lambda i, n: calls.append((i, n)))
+    assert len(doc["frames"]) == 6 and calls[-1] == (6, 6)
+    xs = [f["people"][0]["keypoints"][LEFT_WRIST][0] for f in doc["frames"]]
+    assert np.allclose(np.diff(xs), 10.0, atol=1.0)          # the raw track follows the marker
+    smoothed = doc["frames"][-1]["people"][0]["keypoints_smoothed"][LEFT_WRIST]
+    assert abs(smoothed[0] - xs[-1]) < 10.0 and doc["smoothing"] is True
+    assert cv2.VideoCapture(str(tmp_path / "out.webm")).get(cv2.CAP_PROP_FRAME_COUNT) == 6
+
+
+def test_bad_videos_give_one_line_errors(tmp_path):
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"not a video" * 100)
+    with pytest.raises(pl.AppError, match="cannot read this video"):
+        pl.process_video(_marker_pipeline(), garbage, tmp_path / "o.webm")
+    empty = tmp_path / "empty.avi"
+    cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48)).release()
+    with pytest.raises(pl.AppError, match="no frames"):
+        pl.process_video(_marker_pipeline(), empty, tmp_path / "o.webm")
+
+
+def test_checkpoint_errors_name_the_option(tmp_path):
+    small = dict(input_hw=(64, 48))
+    save_checkpoint(tmp_path / "c2.pth", build_model(coco_config("resnet18", **small)))
+    save_checkpoint(tmp_path / "c3.pth", build_model(h36m_config("resnet18", **small)))
+    cpu = torch.device("cpu")
+    with pytest.raises(pl.AppError, match="--checkpoint .*no such file"):
+        pl.load_pose_models(str(tmp_path / "missing.pth"), None, cpu)
+    with pytest.raises(pl.AppError, match="a 3D model; pass it as --checkpoint-3d"):
+        pl.load_pose_models(str(tmp_path / "c3.pth"), None, cpu)
+    with pytest.raises(pl.AppError, match="a 2D model; pass it as --checkpoint$"):
+        pl.load_pose_models(None, str(tmp_path / "c2.pth"), cpu)
+    result = CliRunner().invoke(main, ["--checkpoint", str(tmp_path / "c3.pth")])
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and "--checkpoint-3d" in result.output
+
+
+def test_auto_detector_falls_back_with_a_notice(tmp_path, monkeypatch):
+    monkeypatch.setenv("RLE_POSE_CACHE", str(tmp_path))
+    name, notice = pl.resolve_detector("auto", download=False)
+    assert name == "full-frame" and "build_pose_task" in notice and "\n" not in notice
+    task = tmp_path / "pose_landmarker_lite.task"
+    task.write_bytes(b"x")
+    assert pl.resolve_detector("auto", download=False) == ("mediapipe", "")
+
+
+def test_joints_mm_is_weak_perspective_about_the_root():
+    kpts = np.array([[[100.0, 200.0, 0.0], [150.0, 180.0, -40.0]]], np.float32)
+    pred = PosePrediction(np.zeros((1, 4), np.float32), kpts, np.ones((1, 2, 3), np.float32),
+                          np.zeros((1, 2, 2, 2), np.float32), np.ones((1, 2), np.float32))
+    out = pl.joints_mm(pred, 0, crop_px=400.0, depth_range_mm=2000.0, root=0)
+    np.testing.assert_allclose(out, [[0, 0, 0], [250.0, -100.0, -40.0]])
+    np.testing.assert_allclose(pl.sigma_mm(pred, 0, 400.0, 2000.0)[0], [5.0, 5.0, 1.0])
+
+
+def test_demo_model_finds_the_figure_in_the_demo_image():
+    model, model_3d, path = pl.load_pose_models(None, None, torch.device("cpu"))
+    assert path == pl.DEMO_CHECKPOINT and model_3d is None and model.config.num_joints == 17
+    assert pl.DEMO_CHECKPOINT.stat().st_size < 4_000_000
+    image = cv2.cvtColor(cv2.imread(str(pl.ASSETS_DIR / "demo.jpg")), cv2.COLOR_BGR2RGB)
+    poses = pl.PosePipeline(model, detector="full-frame").run_frame(image)
+    box, kpts = poses.boxes_xyxy[0], poses.pred.keypoints[0]
+    assert kpts.shape == (17, 2)
+    assert ((kpts >= box[:2]) & (kpts <= box[2:])).all()
+    rec = pl.frame_record(poses, 0, 0.0)["people"][0]
+    assert set(rec) >= {"box", "keypoints", "sigma", "confidence"} and len(rec["confidence"]) == 17
