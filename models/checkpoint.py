@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .config import PoseModelConfig, coco_config, h36m_config
-from .pose_model import RLEPoseModel
+from .pose_model import RLEPoseModel, build_model
 
 FORMAT = "rle-pose"
 FORMAT_VERSION = 1
@@ -79,7 +79,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> RLEPoseModel:
-    """Load a project or official checkpoint as an eval-mode ``RLEPoseModel`` on ``device``.
+    """Load a project or official checkpoint as an eval-mode ``RLEPoseModel`` on ``device``
+    (a ``HeatmapPoseModel`` when the stored config's ``head`` is "heatmap"; files written before
+    that field existed, and official files, are "rle").
 
     2D and 3D are told apart from the file itself (its config, or the official key names).
     """
@@ -91,7 +93,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> R
         state = _unwrap_state_dict(obj)
         config = official_config(state, Path(path).name)
         state = convert_official_state_dict(state)
-    model = RLEPoseModel(config)
+    model = build_model(config)
     _load_state(model, state, path)
     return model.to(device).eval()
 

@@ -12,6 +12,7 @@ from .skeleton import COCO17, H36M18, JointSet
 
 OFFICIAL_MEAN_RGB = (0.406, 0.457, 0.480)   # official RLE code: per R, G, B channel
 OFFICIAL_STD_3D_RGB = (0.225, 0.224, 0.229)  # official 3D model only; 2D divides by nothing
+HEADS = ("rle", "heatmap")                   # model architectures (build_model's registry keys)
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,9 @@ class PoseModelConfig:
         sigma_eps: added to sigmoid(raw) (the official 3D model adds 1e-9; the 2D one adds 0).
         flow_hidden, flow_layers: RealNVP width and number of coupling layers (64, 6).
         source: provenance of the weights, e.g. ``"rle-pose"`` or ``"official:coco-laplace-rle.pth"``.
+        head: ``"rle"`` (regression head + flow; official checkpoints) or ``"heatmap"`` (the
+            SimpleBaseline deconvolution head of stage 1 of the two-stage recipe, 2D only);
+            ``models.pose_model.build_model`` picks the model class from it.
     """
 
     backbone: str = "resnet50"
@@ -49,6 +53,7 @@ class PoseModelConfig:
     flow_hidden: int = 64
     flow_layers: int = 6
     source: str = "rle-pose"
+    head: str = "rle"
 
     def __post_init__(self) -> None:
         # Normalise list-typed values (from JSON/YAML/checkpoints) to tuples, then check.
@@ -72,6 +77,9 @@ class PoseModelConfig:
         for a, b in self.flip_pairs + self.edges:
             if not (0 <= a < k and 0 <= b < k):
                 raise ValueError(f"joint index pair ({a}, {b}) outside 0..{k - 1}")
+        if self.head not in HEADS or (self.head == "heatmap" and self.dims != 2):
+            raise ValueError(f"head must be one of {', '.join(HEADS)} (heatmap: 2D only), got "
+                             f"'{self.head}' with dims {self.dims}")
         if not 0 <= self.root_index < k:
             raise ValueError(f"root_index {self.root_index} outside 0..{k - 1}")
 

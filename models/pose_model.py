@@ -18,11 +18,13 @@ class PoseOutput(NamedTuple):
     mu: (N, K, D) coordinates u, v in [-0.5, 0.5] of the crop (and d = depth / depth_range for 3D,
         root-relative in eval mode).
     sigma: (N, K, D) scale of the learned residual distribution, same units as mu (not a
-        calibrated standard deviation).
+        calibrated standard deviation). Heatmap models: 1 - peak value (see models/heatmap.py).
+    heatmaps: (N, K, H/4, W/4) from heatmap models (their training output), else None.
     """
 
     mu: torch.Tensor
     sigma: torch.Tensor
+    heatmaps: torch.Tensor | None = None
 
     @property
     def confidence(self) -> torch.Tensor:
@@ -69,6 +71,20 @@ class RLEPoseModel(nn.Module):
         return self.criterion.terms(out.mu, out.sigma, target, weight)
 
 
-def build_model(config: PoseModelConfig, pretrained: bool = False) -> RLEPoseModel:
+def build_rle_model(config: PoseModelConfig, pretrained: bool = False) -> RLEPoseModel:
     """An RLEPoseModel for ``config``; ``pretrained`` loads timm's ImageNet weights for the backbone."""
     return RLEPoseModel(config, create_backbone(config.backbone, pretrained=pretrained))
+
+
+def _build_heatmap_model(config: PoseModelConfig, pretrained: bool = False) -> nn.Module:
+    from .heatmap import build_heatmap_model  # imported here: models/heatmap.py imports PoseOutput
+    return build_heatmap_model(config, pretrained)
+
+
+MODEL_BUILDERS = {"rle": build_rle_model, "heatmap": _build_heatmap_model}   # config.head -> builder
+
+
+def build_model(config: PoseModelConfig, pretrained: bool = False) -> nn.Module:
+    """The model of ``config.head``: RLEPoseModel ("rle") or HeatmapPoseModel ("heatmap"); both
+    return PoseOutput. ``pretrained`` loads timm's ImageNet weights for the backbone."""
+    return MODEL_BUILDERS[config.head](config, pretrained)

@@ -91,12 +91,15 @@ def _unwrap(model: nn.Module) -> RLEPoseModel:
 
 def compute_loss(model: nn.Module, head: str, images: torch.Tensor, target: torch.Tensor,
                  weight: torch.Tensor, rt: Runtime) -> tuple[torch.Tensor, dict]:
-    """Forward under autocast, loss in fp32. Returns (loss, {term: float}) for logging."""
+    """Forward under autocast, loss in fp32. ``head``: "rle" (RLE loss, terms nf and log_q),
+    "l1" (plain regression) or "heatmap" (the model's JointsMSELoss). Returns (loss, {term: value})."""
     with torch.autocast(rt.device.type, dtype=rt.amp_dtype or torch.float32, enabled=rt.amp_dtype is not None):
         out = model(images)
     if head == "l1":
         loss = l1_loss(out, target, weight)
         return loss, {}
+    if head == "heatmap":  # SimpleBaseline JointsMSELoss on Gaussian targets (models/heatmap.py)
+        return _unwrap(model).loss(out, target, weight), {}
     terms = _unwrap(model).loss_terms(out, target, weight)
     return terms.total, {"nf": terms.nf.detach(), "log_q": terms.log_q.detach()}
 

@@ -1,20 +1,25 @@
 """``fit``: one training run from a resolved TrainConfig, as a readable sequence."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
 from models.pose_model import build_model
-from trainer.config import TrainConfig
+from trainer.config import ConfigError, TrainConfig
 from trainer.engine import Runtime, build_optimizer, is_better, setup_runtime, train_one_epoch
 from trainer.init_from import init_backbone_from
 from trainer.run_state import (MetricsLog, find_resume, load_training_state, save_training_checkpoint,
                                write_run_config)
 from trainer.tasks import TASKS
+
+# TrainConfig.head (the loss) -> PoseModelConfig.head (the architecture): L1 trains the RLE model
+MODEL_HEADS = {"rle": "rle", "l1": "rle", "heatmap": "heatmap"}
 
 
 @dataclass
@@ -30,6 +35,7 @@ class FitResult:
 def fit(cfg: TrainConfig, resume: str | None = None, max_steps_per_epoch: int | None = None,
         echo=print) -> FitResult:
     """Train ``cfg``; ``resume`` is None, 'auto' (the run dir's last.pth) or a checkpoint path."""
+    cfg = with_model_head(cfg)
     torch.manual_seed(cfg.seed)
     rt = setup_runtime(cfg.device, cfg.amp, cfg.channels_last)
     run_dir = Path(cfg.out_dir)
@@ -57,8 +63,7 @@ def fit(cfg: TrainConfig, resume: str | None = None, max_steps_per_epoch: int | 
     step, best = (state.step, state.best) if state else (0, None)
     last_val = None
     for epoch in range(start_epoch, cfg.optim.epochs + 1):
-        if hasattr(train_loader.sampler, "set_epoch"):
-            train_loader.sampler.set_epoch(epoch)
+        seed_epoch(train_loader, cfg.seed, rt.rank, epoch)
         tic = time.perf_counter()
         stats, step = train_one_epoch(train_model, train_loader, optimizer, rt, epoch, step, cfg.head,
                                       cfg.optim.grad_clip_norm, cfg.optim.grad_clip_mode, log,
@@ -83,6 +88,30 @@ def fit(cfg: TrainConfig, resume: str | None = None, max_steps_per_epoch: int | 
     if log is not None:
         log.close()
     return FitResult(run_dir, cfg.optim.epochs, best, last_val)
+
+
+def with_model_head(cfg: TrainConfig) -> TrainConfig:
+    """``head`` is the one switch: the returned config has ``model.head`` set from it (rle and l1
+    -> "rle", heatmap -> "heatmap"), so checkpoints and the saved run config agree. A
+    ``model.head`` set to something else than its default "rle" that contradicts ``head`` fails."""
+    arch = MODEL_HEADS[cfg.head]
+    if cfg.model.head not in ("rle", arch):
+        raise ConfigError(f"model.head '{cfg.model.head}' contradicts head '{cfg.head}'; set only head "
+                          "(--head), which picks the model")
+    return dataclasses.replace(cfg, model=cfg.model.replace(head=arch))
+
+
+def seed_epoch(loader, seed: int, rank: int, epoch: int) -> None:
+    """Make epoch ``epoch``'s shuffle and (in-process) augmentation draws a function of (seed,
+    rank, epoch) alone, so a resumed run sees the same batches as an uninterrupted one. Exact with
+    ``data.workers 0``; persistent workers keep their own augmentation streams across epochs."""
+    if hasattr(loader.sampler, "set_epoch"):
+        loader.sampler.set_epoch(epoch)
+    epoch_seed = int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0])
+    if getattr(loader, "generator", None) is not None:
+        loader.generator.manual_seed(epoch_seed)
+    if hasattr(loader.dataset, "reseed"):
+        loader.dataset.reseed(epoch_seed)
 
 
 def _wrap(model, rt: Runtime, compile_model: bool):
