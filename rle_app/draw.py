@@ -140,7 +140,8 @@ def draw_poses(image_rgb: np.ndarray, keypoints: np.ndarray, confidence: np.ndar
         (H, W, 3) uint8 RGB, a new array.
     """
     canvas = np.ascontiguousarray(image_rgb, dtype=np.uint8).copy()
-    kpts = np.asarray(keypoints, np.float64).reshape(len(keypoints), -1, np.shape(keypoints)[-1])[..., :2]
+    kpts = np.asarray(keypoints, np.float64)
+    kpts = kpts.reshape(len(kpts), kpts.shape[-2] if kpts.ndim == 3 else -1, kpts.shape[-1])[..., :2]  # N may be 0
     visible = np.isfinite(kpts).all(-1) & (np.asarray(confidence, np.float64).reshape(kpts.shape[:2]) >= conf_threshold)
     sides = joint_sides(joint_names, kpts.shape[1])
     unit = max(1, round(max(canvas.shape[:2]) / 640))  # line widths grow with the image

@@ -197,7 +197,7 @@ class PosePipeline:
                 poses.pred_3d = self.predictor_3d(image, boxes)
                 _, size = boxes_to_center_scale(np.asarray(boxes, np.float64).reshape(-1, 4), 1.0,
                                                 self.predictor_3d.config.box_factor)
-                poses.crop_px = np.asarray(size, np.float64).reshape(len(boxes), -1).max(axis=1)
+                poses.crop_px = np.asarray(size, np.float64).reshape(-1, 2).max(axis=1)
             self.frames_processed += 1
             self.last_input = image
         if state is not None and smooth:
