@@ -4,8 +4,9 @@
 Webcam streaming (gradio 6): the browser captures a frame every ``stream_every`` seconds but sends
 none while the previous one is still being processed (the frontend's stream state is "waiting"),
 so slow inference drops frames instead of queueing them; ``concurrency_limit=1`` runs one stream
-at a time and ``trigger_mode="always_last"`` keeps only the newest pending call. ``time_limit``
-(None locally, set on the Space) ends a stream so others get a turn.
+at a time. ``trigger_mode`` stays at the stream default: with "always_last" gradio 6.31 processed
+the first frame only (checked in a real browser). ``time_limit`` (None locally, set on the Space)
+ends a stream so others get a turn.
 
 Left stays left: with ``webcam_options.mirror`` True (gradio's default, kept for a natural preview)
 the browser draws each captured frame mirrored before sending it. The stream handler flips it
@@ -179,7 +180,7 @@ def _webcam_tab(h: Handlers, conf, scale, flip, smooth, det, time_limit_s) -> No
     state = gr.State(None)
     cam.stream(h.webcam_step, [cam, state, conf, scale, flip, smooth, det], [cam_out, state],
                stream_every=STREAM_EVERY_S, time_limit=time_limit_s, concurrency_limit=1,
-               trigger_mode="always_last", show_progress="hidden", api_name="predict_frame_stream")
+               show_progress="hidden", api_name="predict_frame_stream")
     twin_in, twin_out = gr.Image(visible=False, type="numpy"), gr.Image(visible=False, format="png")
     twin_json = gr.File(visible=False)
     gr.Button(visible=False).click(h.predict_frame, [twin_in, conf, scale, flip, det], [twin_out, twin_json],
