@@ -242,7 +242,8 @@ def _convert_scalar(value: Any, hint: type, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported field type {hint}")
 
 
-def _section(cls: type, flat: dict, prefix: str, make: typing.Callable[..., Any]) -> Any:
+def _section(cls: type, flat: dict, prefix: str, make: typing.Callable[..., Any],
+             blame: dict | None = None) -> Any:
     """Convert the ``prefix`` keys of ``flat`` to ``cls``'s field types and call ``make(**them)``."""
     hints = typing.get_type_hints(cls)
     changes = {}
@@ -253,7 +254,8 @@ def _section(cls: type, flat: dict, prefix: str, make: typing.Callable[..., Any]
     try:
         return make(**changes)
     except ValueError as err:   # ConfigError or the model config's ValueError
-        sources = sorted({s for k, (_, s) in flat.items() if k.startswith(prefix)}) or ["defaults"]
+        blame = flat if blame is None else blame
+        sources = sorted({s for k, (_, s) in blame.items() if k.startswith(prefix)}) or ["defaults"]
         label = "" if isinstance(err, ConfigError) or not prefix else f"{prefix[:-1]} config: "
         raise ConfigError(f"{label}{err} (set by: {'; '.join(sources)})") from None
 
@@ -267,7 +269,7 @@ def _build(flat: dict[str, tuple[Any, str]]) -> TrainConfig:
     for name in ("data", "augment", "optim"):
         parts[name] = _section(SECTIONS[name], flat, f"{name}.", SECTIONS[name])
     top = {k: v for k, v in flat.items() if "." not in k}
-    return _section(TrainConfig, top, "", lambda **c: TrainConfig(**parts, **c))
+    return _section(TrainConfig, top, "", lambda **c: TrainConfig(**parts, **c), blame=flat)
 
 
 def list_presets() -> list[str]:
