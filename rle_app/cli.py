@@ -58,9 +58,14 @@ def build_app(checkpoint: str | None = None, checkpoint_3d: str | None = None, d
 @click.option("--port", default=7860, show_default=True, type=int)
 @click.option("--share", is_flag=True, help="Also open a public gradio.live link.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
+@click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads (1 is fastest for the demo "
+              "model on a busy machine; default: torch's choice).")
 def main(checkpoint, checkpoint_3d, start, video, image, detector, detector_model, download, host, port,
-         share, device) -> None:
+         share, device, threads) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    if threads:
+        import torch
+        torch.set_num_threads(threads)
     from rle_app.pipeline import AppError
     if sum(bool(x) for x in (start, video, image)) > 1:
         raise click.UsageError("give one of --webcam, --video PATH, --image PATH")

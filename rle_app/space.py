@@ -1,0 +1,38 @@
+"""Hugging Face Space entry (``app_file: rle_app/space.py``): the rle-app UI with hosting defaults.
+
+Spaces runs ``python rle_app/space.py``. Settings come from the Space's variables, not argv:
+``RLE_CHECKPOINT`` / ``RLE_CHECKPOINT_3D`` (paths in the repo; default: the demo model in
+assets/), ``RLE_DETECTOR`` (default ``auto``: mediapipe, downloaded once, else full-frame),
+``RLE_DEVICE`` (default ``auto``). The server binds to ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT``
+as Spaces set them (0.0.0.0:7860); one webcam stream at a time, each at most ``WEBCAM_TIME_LIMIT_S``.
+Nothing runs at import.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+WEBCAM_TIME_LIMIT_S = 120
+MAX_FILE_SIZE = "50mb"
+
+
+def main() -> None:
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:  # run as a script from a checkout that is not pip-installed
+        sys.path.insert(0, root)
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from rle_app.cli import build_app
+    from rle_app.pipeline import AppError
+    env = os.environ.get
+    try:
+        demo, allowed = build_app(env("RLE_CHECKPOINT"), env("RLE_CHECKPOINT_3D"), env("RLE_DETECTOR", "auto"),
+                                  device=env("RLE_DEVICE", "auto"), webcam_time_limit_s=WEBCAM_TIME_LIMIT_S)
+    except AppError as err:
+        raise SystemExit(f"rle_app/space.py: {err}") from None
+    demo.queue(default_concurrency_limit=1, max_size=20)
+    demo.launch(max_file_size=MAX_FILE_SIZE, allowed_paths=allowed, show_error=True)
+
+
+if __name__ == "__main__":
+    main()
