@@ -1,4 +1,6 @@
 """rle_app.pipeline and the UI handlers without a server: left stays left, bad inputs, 3D mm, demo model."""
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -131,3 +133,17 @@ def test_demo_model_finds_the_figure_in_the_demo_image():
     assert ((kpts >= box[:2]) & (kpts <= box[2:])).all()
     rec = pl.frame_record(poses, 0, 0.0)["people"][0]
     assert set(rec) >= {"box", "keypoints", "sigma", "confidence"} and len(rec["confidence"]) == 17
+
+
+def test_3d_view_redraws_from_kept_poses_at_the_chosen_angle(tmp_path):
+    small = dict(input_hw=(64, 48))
+    pipe = pl.PosePipeline(build_model(coco_config("resnet18", **small)).eval(),
+                           build_model(h36m_config("resnet18", **small)).eval(), detector="full-frame")
+    image = np.full((96, 128, 3), 100, np.uint8)
+    drawn, json_path, kept = Handlers(pipe, tmp_path).predict_image(image, 0.3, 1.0, False, "full-frame")
+    person = json.loads(open(json_path).read())["frames"][0]["people"][0]
+    assert len(person["keypoints_3d"]) == 18 and len(person["keypoints_3d"][0]) == 3
+    fig = Handlers(pipe, tmp_path).plot_3d(kept, 0, 20, 30)
+    assert (fig.axes[0].elev, fig.axes[0].azim) == (20, 30)
+    redrawn = Handlers.redraw(kept, 0.0, 2.0, pipe.config)   # sliders: no model run
+    assert redrawn.shape == drawn.shape and pipe.frames_processed == 1
