@@ -43,8 +43,8 @@ class DataConfig:
     data_root: str = "data/coco"
     train_annotation_file: str = "annotations/person_keypoints_train2017.json"
     val_annotation_file: str = "annotations/person_keypoints_val2017.json"
-    train_image_dir: str = "train2017"          # official layout: <root>/train2017/*.jpg
-    val_image_dir: str = "val2017"
+    train_image_dir: str = "images/train2017"   # the seed README's layout: <root>/images/train2017
+    val_image_dir: str = "images/val2017"
     val_boxes: Literal["gt", "det"] = "gt"      # boxes for validation during training
     det_file: str = "detections/person_detection_results_val2017.json"
     det_score_threshold: float = 0.0            # reference: all detections of the file are used
@@ -110,7 +110,8 @@ class OptimConfig:
         _check(self.weight_decay >= 0, "optim.weight_decay must be >= 0")
         _check(self.epochs >= 1, f"optim.epochs must be >= 1, got {self.epochs}")
         _check(all(a < b for a, b in zip(m, m[1:])) and all(0 < e < self.epochs for e in m),
-               f"optim.milestones {list(m)} must be increasing, > 0 and < optim.epochs ({self.epochs})")
+               f"optim.milestones {list(m)} must be increasing, > 0 and < optim.epochs ({self.epochs}); "
+               "shorten them too, e.g. --set optim.milestones=[8,9]")
         _check(0 < self.gamma <= 1, f"optim.gamma must be in (0, 1], got {self.gamma}")
         _check(self.grad_clip_norm is None or self.grad_clip_norm > 0, "optim.grad_clip_norm must be > 0")
 
@@ -125,8 +126,8 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = 123123
     device: str = "auto"                        # "auto", "cpu", "cuda", "cuda:1", ...
-    amp: Literal["auto", "bf16", "off"] = "off"  # reference: fp32
-    channels_last: bool = False
+    amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU (loss fp32 always)
+    channels_last: bool = True                  # applies on CUDA only
     compile: bool = False
     out_dir: str = "runs/rle"
     val_every_epochs: int = 1
