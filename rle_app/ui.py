@@ -28,7 +28,7 @@ import numpy as np
 
 from rle_app.detect import DETECTORS
 from rle_app.draw import figure_3d
-from rle_app.pipeline import (ELLIPSE_LEVEL, SIGMA_NOTE, AppError, FramePoses, PosePipeline, StreamState,
+from rle_app.pipeline import (ASSETS_DIR, ELLIPSE_LEVEL, SIGMA_NOTE, AppError, FramePoses, PosePipeline, StreamState,
                               annotate, document, frame_record, joints_mm, model_info, process_video, sigma_mm)
 
 MIRROR_PREVIEW = True        # gradio mirrors the webcam preview AND the frames it sends
@@ -159,7 +159,7 @@ def build_demo(pipe: PosePipeline, video_path: str | None = None, image_path: st
             with gr.Tab("Webcam", id="webcam"):
                 _webcam_tab(h, conf, scale, flip, smooth, det, webcam_time_limit_s)
             with gr.Tab("Video", id="video"):
-                vin = gr.Video(value=video_path, sources=["upload"], label="video")
+                vin = gr.Video(value=video_path or _asset("demo.webm"), sources=["upload"], label="video")
                 vbtn = gr.Button("Process video", variant="primary")
                 vout, vjson = gr.Video(label="annotated (.webm)"), gr.File(label="keypoints JSON")
                 vbtn.click(h.predict_video, [vin, conf, scale, flip, det, smooth], [vout, vjson],
@@ -167,6 +167,12 @@ def build_demo(pipe: PosePipeline, video_path: str | None = None, image_path: st
             with gr.Tab("Image", id="image"):
                 _image_tab(h, image_path, conf, scale, flip, det)
     return demo
+
+
+def _asset(name: str) -> str | None:
+    """The generated demo clip / image in assets/ (pre-filled so the tabs work offline), if present."""
+    path = ASSETS_DIR / name
+    return str(path) if path.is_file() else None
 
 
 def _webcam_tab(h: Handlers, conf, scale, flip, smooth, det, time_limit_s) -> None:
@@ -189,7 +195,7 @@ def _webcam_tab(h: Handlers, conf, scale, flip, smooth, det, time_limit_s) -> No
 
 def _image_tab(h: Handlers, image_path, conf, scale, flip, det) -> None:
     with gr.Row():
-        iin = gr.Image(value=image_path, type="numpy", sources=["upload", "clipboard"], label="image")
+        iin = gr.Image(value=image_path or _asset("demo.jpg"), type="numpy", sources=["upload", "clipboard"], label="image")
         iout = gr.Image(label="annotated", format="png")
     ibtn = gr.Button("Estimate poses", variant="primary")
     ijson = gr.File(label="keypoints JSON")
