@@ -1,12 +1,13 @@
-"""Data pipeline throughput per worker process: reduced JPEG decoding (ours) vs a full decode.
+"""Data pipeline throughput per worker process: region JPEG decoding (ours) vs a full decode.
 
     python bench/bench_data.py [--images 200] [--image-hw 480 640] [--passes 3] [--data DIR]
 
 One process, no DataLoader, ``cv2.setNumThreads(1)`` (as in a loader worker): samples/s of one
 core. Data: ``write_coco`` (trainer/data/synthetic.py) train images at ``--image-hw``, every kept
 person instance, COCO training augmentation (the same random draws for both methods).
-- ours: ``JpegReader('reduced')``: DCT-scaled decode at the largest reduction keeping >= 1 source
-  px per crop px, warp on the BGR image, BGR->RGB on the crop only;
+- ours: ``JpegReader('reduced')`` (trainer/data/jpeg.py): only the crop's region of the JPEG,
+  DCT-scaled at the largest reduction keeping >= 1 source px per crop px, decoded to RGB;
+- whole reduced: the previous fast path, OpenCV's DCT-scaled decode of the whole image (BGR);
 - baseline: ``cv2.imread`` of the full image, BGR->RGB of the whole image, the same warp.
 Breakdown per sample: decode (incl. the baseline's full-image BGR->RGB), warp (``warp_crop``),
 rest (augmentation draws and targets). Per-sample medians: numbers depend on the machine's load.
@@ -27,7 +28,8 @@ import numpy as np  # noqa: E402
 import trainer.data.transforms as transforms  # noqa: E402
 from models.config import coco_config  # noqa: E402
 from trainer.config import AugmentConfig  # noqa: E402
-from trainer.data.coco import REDUCED_FLAGS, CocoPoseDataset, JpegReader, load_coco_instances  # noqa: E402
+from trainer.data.coco import CocoPoseDataset, load_coco_instances  # noqa: E402
+from trainer.data.jpeg import REDUCED_FLAGS, JpegReader, choose_reduction, src_px_per_crop_px  # noqa: E402
 from trainer.data.synthetic import SyntheticSpec, write_coco  # noqa: E402
 from trainer.data.transforms import Decoded, TrainTransform  # noqa: E402
 
@@ -40,9 +42,9 @@ class TimedReader:
     def __init__(self, reader) -> None:
         self.reader, self.reduction = reader, 1
 
-    def __call__(self, src_px_per_out_px: float) -> Decoded:
+    def __call__(self, crop_from_img: np.ndarray, input_hw: tuple[int, int]) -> Decoded:
         start = time.perf_counter()
-        out = self.reader(src_px_per_out_px)
+        out = self.reader(crop_from_img, input_hw)
         TIMES["decode"] += time.perf_counter() - start
         self.reduction = out.reduction
         return out
@@ -54,7 +56,7 @@ class FullDecodeReader:
     def __init__(self, path: Path) -> None:
         self.path = str(path)
 
-    def __call__(self, src_px_per_out_px: float) -> Decoded:
+    def __call__(self, crop_from_img: np.ndarray, input_hw: tuple[int, int]) -> Decoded:
         return Decoded(cv2.cvtColor(cv2.imread(self.path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB), 1, False)
 
 
@@ -67,10 +69,26 @@ def _timed_warp(original):
     return warp
 
 
+class WholeReducedReader:
+    """The previous fast path: OpenCV's DCT-scaled decode of the whole image (BGR)."""
+
+    def __init__(self, path: Path) -> None:
+        self.reader = JpegReader(path)
+
+    def __call__(self, crop_from_img: np.ndarray, input_hw: tuple[int, int]) -> Decoded:
+        return self.reader.whole(choose_reduction(src_px_per_crop_px(crop_from_img)))
+
+
+READERS = {"baseline": FullDecodeReader, "whole_reduced": WholeReducedReader,
+           "ours": lambda path: JpegReader(path, "reduced")}
+NAMES = {"baseline": "full decode (baseline)", "whole_reduced": "whole-image reduced decode (previous)",
+         "ours": "region + reduced decode (ours)"}
+
+
 def _one(ds: CocoPoseDataset, transform: TrainTransform, i: int, method: str, seed: int) -> tuple:
     """One sample by ``method``: (total, decode, warp) seconds and the reduction used."""
     path = ds.image_dir / ds.instances.image_files[int(ds.instances.image_index[i])]
-    reader = TimedReader(JpegReader(path, "reduced") if method == "ours" else FullDecodeReader(path))
+    reader = TimedReader(READERS[method](path))
     TIMES.update(decode=0.0, warp=0.0)
     start = time.perf_counter()
     transform(ds.instance(i), reader, np.random.default_rng(seed))   # same draws for both methods
@@ -82,11 +100,11 @@ def run(ds: CocoPoseDataset, transform: TrainTransform, passes: int) -> dict:
     both see the same machine load). Returns per-sample MEDIAN ms (robust to other processes
     preempting this one; "rest" = median total - median decode - median warp), samples/s =
     1 / median total, and the shares of the JPEG reductions used."""
-    acc = {m: [] for m in ("baseline", "ours")}
+    acc = {m: [] for m in READERS}
     reductions = []
     for p in range(passes):
         for i in range(len(ds)):
-            for method in ("baseline", "ours"):
+            for method in READERS:
                 total, decode, warp, r = _one(ds, transform, i, method, seed=p * len(ds) + i)
                 acc[method].append((total, decode, warp))
                 reductions += [r] if method == "ours" else []
@@ -96,7 +114,7 @@ def run(ds: CocoPoseDataset, transform: TrainTransform, passes: int) -> dict:
         total, decode, warp = 1e3 * np.median(np.array(rows), axis=0)
         out[method] = {"samples_s": 1e3 / total, "total_ms": total, "decode": decode, "warp": warp,
                        "rest": total - decode - warp,
-                       "reduction": share if method == "ours" else np.array([1.0, 0, 0, 0])}
+                       "reduction": np.array([1.0, 0, 0, 0]) if method == "baseline" else share}
     return out
 
 
@@ -145,12 +163,14 @@ def main() -> None:
         run(ds, transform, 1)   # warm the page cache
         results = run(ds, transform, args.passes)
         for method, r in results.items():
-            name = "full decode (baseline)" if method == "baseline" else "reduced decode (ours)"
+            name = NAMES[method]
             share = "/".join(f"{100 * v:.0f}" for v in r["reduction"])
             print(f"| {input_hw[0]}x{input_hw[1]} | {name} | {r['samples_s']:.0f} | {r['decode']:.2f} | "
                   f"{r['warp']:.2f} | {r['rest']:.2f} | {r['total_ms']:.2f} | {share} |")
-        ratio = results["ours"]["samples_s"] / results["baseline"]["samples_s"]
-        print(f"| {input_hw[0]}x{input_hw[1]} | **ratio ours / baseline** | **x{ratio:.2f}** | | | | | |")
+        base = results["baseline"]
+        ratio = lambda key: base[key] / max(results["ours"][key], 1e-9)
+        print(f"| {input_hw[0]}x{input_hw[1]} | **ratio baseline / ours** | **x{1 / ratio('samples_s'):.2f}** | "
+              f"x{ratio('decode'):.2f} | x{ratio('warp'):.2f} | x{ratio('rest'):.2f} | x{ratio('total_ms'):.2f} | |")
 
 
 if __name__ == "__main__":

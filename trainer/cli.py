@@ -127,7 +127,8 @@ def eval_coco(checkpoint, data_root, boxes, score_threshold, flip, out_path, res
               batch_size, workers, device, val_dir) -> None:
     from models.checkpoint import load_model
     from trainer.config import DataConfig, TrainConfig
-    from trainer.data.coco import DatasetError, build_val_loader
+    from trainer.data.coco import DatasetError
+    from trainer.data.loader import build_val_loader
     from trainer.engine import resolve_device
     from trainer.evaluate import evaluate_coco_loader
     from trainer.io import write_json_atomic

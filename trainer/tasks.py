@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from trainer.data import coco as coco_data
+from trainer.data import loader as coco_loader
 from trainer.data import h36m as h36m_data
 from trainer.evaluate import evaluate_coco_loader, evaluate_h36m_loader
 
@@ -28,7 +28,7 @@ def validate_coco(model, cfg, rt) -> dict | None:
     """COCO AP on the val annotation file with ``data.val_boxes`` boxes (rank 0 only)."""
     if not rt.is_main:
         return None
-    loader = coco_data.build_val_loader(cfg)
+    loader = coco_loader.build_val_loader(cfg)
     gt_json = Path(cfg.data.data_root) / cfg.data.val_annotation_file
     metrics, _ = evaluate_coco_loader(model, loader, gt_json, rt.device, flip=False,
                                       detected=cfg.data.val_boxes == "det", amp_dtype=rt.amp_dtype)
@@ -45,6 +45,6 @@ def validate_h36m(model, cfg, rt) -> dict | None:
 
 
 TASKS: dict[str, Task] = {
-    "coco": Task(coco_data.build_train_loader, validate_coco, "AP", True),
+    "coco": Task(coco_loader.build_train_loader, validate_coco, "AP", True),
     "h36m": Task(h36m_data.build_train_loader, validate_h36m, "MPJPE", False),
 }

@@ -14,10 +14,11 @@ from torch.utils.data import DataLoader, Dataset
 from models.config import coco_config
 from models.skeleton import COCO17
 from trainer.config import AugmentConfig, resolve_config
-from trainer.data.coco import (CocoPoseDataset, DatasetError, JpegReader, SkippedSampleWarning,
-                               build_train_loader, build_val_loader, choose_reduction, collate,
-                               joint_set_from_category, load_coco_instances, seed_worker,
-                               validate_annotations)
+from trainer.data.check import validate_annotations
+from trainer.data.coco import (CocoPoseDataset, DatasetError, SkippedSampleWarning, joint_set_from_category,
+                               load_coco_instances, with_detections)
+from trainer.data.jpeg import JpegReader, choose_reduction
+from trainer.data.loader import build_train_loader, build_val_loader, collate, seed_worker
 from trainer.data.synthetic import SyntheticSpec, write_coco
 from trainer.data.transforms import EvalTransform, TrainTransform
 
@@ -203,3 +204,12 @@ def test_workers_draw_different_augmentations():
 
 def test_collate_drops_none():
     assert collate([None]) is None
+
+
+def test_empty_detection_file_is_a_one_line_error(tmp_path):
+    _tiny_coco(tmp_path)
+    gt = load_coco_instances(tmp_path / "annotations" / "person_keypoints_val2017.json")
+    (tmp_path / "dets.json").write_text("[]")
+    with pytest.raises(DatasetError, match=r"dets.json: detection file is empty") as err:
+        with_detections(gt, tmp_path / "dets.json")
+    assert "\n" not in str(err.value)

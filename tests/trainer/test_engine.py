@@ -180,9 +180,6 @@ def test_bad_inputs_give_one_line_errors(trained, data_root, tmp_path):
     _one_line_error(_eval(wrong_k, data_root))
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: an empty detection file reaches predict_loader's "
-                   "ValueError (trainer/evaluate.py), which rle-eval does not turn into a one-line error; "
-                   "the fix belongs in trainer/data/coco.py with_detections (a DatasetError naming the file)")
 def test_empty_detection_file_gives_a_one_line_error(trained, data_root, tmp_path):
     empty = tmp_path / "empty_dets.json"
     empty.write_text("[]")

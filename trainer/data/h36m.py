@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader
 
-from trainer.data.coco import CocoPoseDataset, DatasetError, gt_box_xyxy, make_loader, read_json
+from trainer.data.coco import CocoPoseDataset, DatasetError, gt_box_xyxy, read_json
+from trainer.data.loader import make_loader
 from trainer.data.mpii import MixedDataset, build_mpii_dataset
 from trainer.data.transforms import EvalTransform, TrainTransform
 from trainer.metrics.h36m_eval import camera_to_pixel, parse_h36m_file_name, world_to_camera

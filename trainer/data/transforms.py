@@ -4,8 +4,9 @@ A transform turns an ``Instance`` (box and joints in image pixels) into a ``Pose
 crop, normalised targets and weights, the ``crop_from_image`` affine). Geometry is
 ``models.geometry``'s: ``boxes_to_center_scale`` -> ``crop_from_image`` -> one bilinear
 ``cv2.warpAffine``; targets are ``crop_to_norm(apply_affine(...))``. The pixels come from an
-``ImageReader``: given how many source pixels one output pixel spans, it may decode a JPEG at
-1/2, 1/4 or 1/8 size (libjpeg DCT scaling); ``warp_crop`` folds that reduction into the affine.
+``ImageReader``: given the crop's affine and size, it may decode only the region the crop covers,
+at 1/2, 1/4 or 1/8 size (libjpeg DCT scaling; ``trainer/data/jpeg.py``); ``warp_crop`` folds that
+region's origin and reduction into the affine.
 
 Flip convention (as the official ``flip_joints_3d``): the image is mirrored as x -> width - 1 - x,
 the joints and the box centre alike, left/right joints and their visibilities are swapped. The
@@ -64,15 +65,18 @@ class PoseSample(NamedTuple):
 
 
 class Decoded(NamedTuple):
-    """A decoded image: (h, w, 3) or (h, w) uint8; pixel i of it covers source pixels
-    [r*i, r*i + r) (centre r*i + (r-1)/2) for ``reduction`` r; ``bgr`` tells the channel order."""
+    """A decoded image or image region: (h, w, 3) or (h, w) uint8; pixel i of it covers full-image
+    pixels [o + r*i, o + r*i + r) (centre o + r*i + (r-1)/2) for ``reduction`` r and origin o
+    (``origin_px`` (x, y), full-image px); ``bgr`` tells the channel order."""
 
     image: np.ndarray
     reduction: int
     bgr: bool
+    origin_px: tuple[int, int] = (0, 0)
 
 
-ImageReader = Callable[[float], Decoded]   # source px per output px -> decoded image
+# (crop_from_img (2, 3) image px -> crop px, crop input_hw) -> the pixels the crop needs
+ImageReader = Callable[[np.ndarray, tuple[int, int]], Decoded]
 
 
 class ArrayReader:
@@ -81,17 +85,18 @@ class ArrayReader:
     def __init__(self, image: np.ndarray) -> None:
         self.image = image
 
-    def __call__(self, src_px_per_out_px: float) -> Decoded:
+    def __call__(self, crop_from_img: np.ndarray, input_hw: tuple[int, int]) -> Decoded:
         return Decoded(self.image, 1, False)
 
 
 def warp_crop(decoded: Decoded, crop_from_img: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
-    """Warp a (possibly reduced) decoded image with ``crop_from_img`` (2, 3, full-image px) ->
-    (H, W, 3) uint8 RGB, bilinear, zero border. Colour conversion happens on the crop only."""
+    """Warp a (possibly reduced, possibly partial) decoded image with ``crop_from_img`` (2, 3,
+    full-image px) -> (H, W, 3) uint8 RGB, bilinear, zero border. Colour conversion happens on the
+    crop only."""
     r = decoded.reduction
     mat = np.asarray(crop_from_img, np.float64).copy()
-    if r != 1:   # full px = r * reduced px + (r - 1) / 2 (checked in tests against a full decode)
-        mat[:, 2] += mat[:, :2] @ np.full(2, (r - 1) / 2.0)
+    if r != 1 or decoded.origin_px != (0, 0):   # full px = origin + r * decoded px + (r - 1) / 2
+        mat[:, 2] += mat[:, :2] @ (np.asarray(decoded.origin_px, np.float64) + (r - 1) / 2.0)
         mat[:, :2] *= r
     out_h, out_w = input_hw
     crop = cv2.warpAffine(decoded.image, mat, (out_w, out_h), flags=cv2.INTER_LINEAR,
@@ -146,7 +151,7 @@ class EvalTransform:
     def __call__(self, inst: Instance, reader: ImageReader, rng: np.random.Generator | None = None) -> PoseSample:
         center, size = boxes_to_center_scale(inst.box_xyxy, self.aspect_wh, self.box_factor)
         mat = crop_from_image(center, size, 0.0, self.input_hw)[0]
-        image = warp_crop(reader(size[0, 0] / self.input_hw[1]), mat, self.input_hw)
+        image = warp_crop(reader(mat, self.input_hw), mat, self.input_hw)
         target, weight = targets_from_joints(inst.joints, inst.joints_vis, mat, self.input_hw, False)
         return PoseSample(image, target, weight, mat.astype(np.float32), center[0].astype(np.float32),
                           size[0].astype(np.float32), int(inst.image_id), int(inst.ann_id), float(inst.score))
@@ -182,7 +187,7 @@ class TrainTransform(EvalTransform):
             mirrored_center = np.array([width - 1 - center[0], center[1]])
             mat = _compose(crop_from_image(mirrored_center, size, rot, self.input_hw)[0], _mirror(width))
             joints, vis = joints[self.flip_perm], vis[self.flip_perm]
-        image = warp_crop(reader(size[0] / self.input_hw[1]), mat, self.input_hw)
+        image = warp_crop(reader(mat, self.input_hw), mat, self.input_hw)
         image = self._color_and_occlusion(image, inst, mat, rng)
         target, weight = targets_from_joints(joints, vis, mat, self.input_hw, self.aug.zero_weight_outside)
         return PoseSample(image, target, weight, mat.astype(np.float32), center.astype(np.float32),
