@@ -4,7 +4,7 @@
 
 Writes a generated COCO-layout data set (trainer/data/synthetic.py) into a temp folder, trains
 the same model from scratch (no ImageNet weights) twice, ``head=rle`` and ``head=l1``, with the
-same seed, data order, steps and schedule (Adam 1e-3, no lr step), 128x96 input, and reports the
+same seed, data order, steps and schedule (Adam 1e-3, no lr step), 128x96 input (--input), and reports the
 validation AP with ground-truth boxes (no flip test). The paper's claim is +12.4 AP on real COCO
 after 270 epochs; a few CPU minutes on toy data say little about that, and the numbers printed
 are whatever they are.
@@ -30,7 +30,7 @@ def run(root: Path, out: Path, head: str, args) -> tuple[dict, float]:
     """Train one head; returns (final GT-box validation metrics, seconds)."""
     cfg = resolve_config("synthetic-coco", overrides={"data.data_root": str(root), "out_dir": str(out),
                                                       "head": head, "optim.epochs": args.epochs},
-                         sets=[f"model.backbone={args.backbone}", "model.input_hw=[128, 96]",
+                         sets=[f"model.backbone={args.backbone}", f"model.input_hw=[{args.input[0]}, {args.input[1]}]",
                                f"data.batch_size_per_gpu={args.batch}", "optim.milestones=[]",
                                f"val_every_epochs={args.epochs}", "log_every_steps=1000"])
     start = time.perf_counter()
@@ -46,12 +46,13 @@ def main() -> None:
     parser.add_argument("--num-train", type=int, default=192)
     parser.add_argument("--num-val", type=int, default=48)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--input", type=int, nargs=2, default=[128, 96], metavar=("H", "W"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="learn_coco_") as tmp:
         root = write_coco(Path(tmp) / "coco", SyntheticSpec(num_train=args.num_train, num_val=args.num_val))
         rows = [(head, *run(root, Path(tmp) / head, head, args)) for head in ("rle", "l1")]
-    print(f"\n{args.backbone} from scratch, 128x96, {args.epochs} epochs x {args.num_train} train "
+    print(f"\n{args.backbone} from scratch, {args.input[0]}x{args.input[1]}, {args.epochs} epochs x {args.num_train} train "
           f"images (batch {args.batch}), val {args.num_val} images, GT boxes, no flip")
     print(f"{'head':<5}| {'AP':>6} | {'AP50':>6} | {'AR':>6} | {'time s':>7}")
     print(f"{'-' * 5}|{'-' * 8}|{'-' * 8}|{'-' * 8}|{'-' * 8}")

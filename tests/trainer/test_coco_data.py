@@ -18,7 +18,7 @@ from trainer.data.check import validate_annotations
 from trainer.data.coco import (CocoPoseDataset, DatasetError, SkippedSampleWarning, joint_set_from_category,
                                load_coco_instances, with_detections)
 from trainer.data.jpeg import JpegReader, choose_reduction
-from trainer.data.loader import build_train_loader, build_val_loader, collate, seed_worker
+from trainer.data.loader import WORKER_START, build_train_loader, build_val_loader, collate, seed_worker
 from trainer.data.synthetic import SyntheticSpec, write_coco
 from trainer.data.transforms import EvalTransform, TrainTransform
 
@@ -193,7 +193,7 @@ class _Draws(Dataset):
 
 def test_workers_draw_different_augmentations():
     loader = DataLoader(_Draws(), batch_size=1, num_workers=2, worker_init_fn=seed_worker,
-                        generator=torch.Generator().manual_seed(0))
+                        generator=torch.Generator().manual_seed(0), multiprocessing_context=WORKER_START)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         first = [float(x) for x in loader]

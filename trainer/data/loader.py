@@ -3,6 +3,7 @@
 the COCO ``build_*_dataset`` / ``build_*_loader`` functions that read a ``TrainConfig``."""
 from __future__ import annotations
 
+import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,12 @@ def seed_worker(worker_id: int) -> None:
     cv2.setNumThreads(1)
 
 
+# Workers are started from a clean server process, not forked from this one: a fork after torch's
+# OpenMP pool or OpenCV's thread pool has run can deadlock the child (seen here: a worker hung
+# forever in its first cv2 call). "forkserver" keeps start-up cheap after the first worker.
+WORKER_START = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
 def make_loader(dataset: Dataset, batch_size: int, train: bool, workers: int, seed: int,
                 rank: int = 0, world_size: int = 1) -> DataLoader:
     """DataLoader over ``dataset``. Training: shuffled (DistributedSampler when world_size > 1:
@@ -82,7 +89,8 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, workers: int, se
     return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
                       num_workers=workers, collate_fn=collate, pin_memory=torch.cuda.is_available(),
                       drop_last=train and len(dataset) >= batch_size, worker_init_fn=seed_worker,
-                      generator=generator, persistent_workers=workers > 0)
+                      generator=generator, persistent_workers=workers > 0,
+                      multiprocessing_context=WORKER_START if workers > 0 else None)
 
 
 def _root(cfg) -> Path:
