@@ -24,7 +24,7 @@ from torch import nn
 
 from .backbone import create_backbone, feature_dim
 from .config import PoseModelConfig
-from .pose_model import PoseOutput
+from .pose_model import PixelNormalise, PoseOutput
 
 DECONV_CHANNELS = 256      # SimpleBaseline: 3 deconvolutions of 256 channels
 DECONV_LAYERS = 3
@@ -75,14 +75,7 @@ class HeatmapPoseModel(nn.Module):
         self.config = config
         self.backbone = backbone if backbone is not None else create_backbone(config.backbone)
         self.head = DeconvHead(feature_dim_map(self.backbone), config.num_joints)
-        self.register_buffer("pixel_mean", torch.tensor(config.mean_rgb).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(config.std_rgb).view(1, 3, 1, 1), persistent=False)
-
-    def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) RGB in [0, 1] (float) or [0, 255] (uint8) -> the backbone's input."""
-        if x.dtype == torch.uint8:
-            x = x.float().div_(255.0)
-        return (x - self.pixel_mean) / self.pixel_std
+        self.normalise = PixelNormalise(config.mean_rgb, config.std_rgb)
 
     def forward(self, x: torch.Tensor) -> PoseOutput:
         heatmaps = self.head(self.backbone.forward_features(self.normalise(x)))

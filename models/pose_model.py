@@ -32,6 +32,23 @@ class PoseOutput(NamedTuple):
         return 1.0 - self.sigma.mean(dim=-1)
 
 
+class PixelNormalise(nn.Module):
+    """(N, 3, H, W) RGB in [0, 1] (float) or [0, 255] (uint8) -> (x - mean) / std, per channel.
+
+    mean and std are non-persistent buffers (they travel with ``.to()``; the checkpoint's config,
+    not its state dict, holds them)."""
+
+    def __init__(self, mean_rgb, std_rgb) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean_rgb).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std_rgb).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255.0)
+        return (x - self.mean) / self.std
+
+
 class RLEPoseModel(nn.Module):
     """RLE pose regressor.
 
@@ -46,14 +63,7 @@ class RLEPoseModel(nn.Module):
         self.backbone = backbone if backbone is not None else create_backbone(config.backbone)
         self.head = RLEHead(feature_dim(self.backbone), config.num_joints, config.dims, config.sigma_eps)
         self.criterion = RLELoss(config.dims, config.flow_hidden, config.flow_layers)
-        self.register_buffer("pixel_mean", torch.tensor(config.mean_rgb).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(config.std_rgb).view(1, 3, 1, 1), persistent=False)
-
-    def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) RGB in [0, 1] (float) or [0, 255] (uint8) -> the backbone's input."""
-        if x.dtype == torch.uint8:
-            x = x.float().div_(255.0)
-        return (x - self.pixel_mean) / self.pixel_std
+        self.normalise = PixelNormalise(config.mean_rgb, config.std_rgb)
 
     def forward(self, x: torch.Tensor) -> PoseOutput:
         feats = self.backbone(self.normalise(x))
