@@ -110,7 +110,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
                     max_steps: int | None = None) -> tuple[dict, int]:
     """One pass over ``loader``. Returns ({'loss', 'img_s', ...} averages, global step)."""
     model.train()
-    totals: dict[str, float] = {}
+    totals: dict[str, torch.Tensor] = {}  # summed on the device: no host sync per term and step
     seen, start = 0, time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch}", disable=not rt.is_main, dynamic_ncols=True, leave=False)
     for i, batch in enumerate(bar):
@@ -135,7 +135,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         seen += len(images)
         values = {"loss": loss.detach(), **terms}
         for key, value in values.items():
-            totals[key] = totals.get(key, 0.0) + float(value) * len(images)
+            totals[key] = totals.get(key, 0.0) + value.detach().float() * len(images)
         if rt.is_main and (step % log_every == 0 or i == 0):
             rate = seen * rt.world_size / max(time.perf_counter() - start, 1e-9)
             lr = optimizer.param_groups[0]["lr"]
@@ -145,7 +145,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
                            **{k: float(v) for k, v in values.items()}})
         if max_steps is not None and i + 1 >= max_steps:
             break
-    stats = {k: v / max(seen, 1) for k, v in totals.items()}
+    stats = {k: float(v) / max(seen, 1) for k, v in totals.items()}
     stats["img_s"] = seen * rt.world_size / max(time.perf_counter() - start, 1e-9)
     return stats, step
 
