@@ -1,13 +1,18 @@
-"""Data pipeline throughput per worker process: region JPEG decoding (ours) vs a full decode.
+"""Data pipeline throughput per worker process: crop-only JPEG decoding (ours) vs a full decode.
 
     python bench/bench_data.py [--images 200] [--image-hw 480 640] [--passes 3] [--data DIR]
 
 One process, no DataLoader, ``cv2.setNumThreads(1)`` (as in a loader worker): samples/s of one
-core. Data: ``write_coco`` (trainer/data/synthetic.py) train images at ``--image-hw``, every kept
-person instance, COCO training augmentation (the same random draws for both methods).
-- ours: ``JpegReader('reduced')`` (trainer/data/jpeg.py): only the crop's region of the JPEG,
-  DCT-scaled at the largest reduction keeping >= 1 source px per crop px, decoded to RGB;
-- whole reduced: the previous fast path, OpenCV's DCT-scaled decode of the whole image (BGR);
+core. Data: ``write_coco`` (trainer/data/synthetic.py) train images at ``--image-hw`` (plain
+baseline JPEGs, as COCO's), every kept person instance, COCO training augmentation (the same
+random draws for every method).
+- ours: ``data.image_cache`` (``RestartCache`` + ``JpegReader('reduced')``, trainer/data/jpeg.py):
+  the lossless restart-marker copy of the image; only the restart segments under the crop are
+  decoded, DCT-scaled at the largest reduction keeping >= 1 source px per crop px, to RGB. The
+  cache lookup (two stats) counts as decode time; the copies are made before timing, and their
+  one-time cost is printed;
+- region, plain files: ``JpegReader('reduced')`` without the cache (the default): rows above the
+  crop entropy-decoded and skipped, columns beside it not IDCT'd;
 - baseline: ``cv2.imread`` of the full image, BGR->RGB of the whole image, the same warp.
 Breakdown per sample: decode (incl. the baseline's full-image BGR->RGB), warp (``warp_crop``),
 rest (augmentation draws and targets). Per-sample medians: numbers depend on the machine's load.
@@ -29,7 +34,7 @@ import trainer.data.transforms as transforms  # noqa: E402
 from models.config import coco_config  # noqa: E402
 from trainer.config import AugmentConfig  # noqa: E402
 from trainer.data.coco import CocoPoseDataset, load_coco_instances  # noqa: E402
-from trainer.data.jpeg import REDUCED_FLAGS, JpegReader, choose_reduction, src_px_per_crop_px  # noqa: E402
+from trainer.data.jpeg import REDUCED_FLAGS, JpegReader, RestartCache, restart_copy  # noqa: E402
 from trainer.data.synthetic import SyntheticSpec, write_coco  # noqa: E402
 from trainer.data.transforms import Decoded, TrainTransform  # noqa: E402
 
@@ -69,29 +74,31 @@ def _timed_warp(original):
     return warp
 
 
-class WholeReducedReader:
-    """The previous fast path: OpenCV's DCT-scaled decode of the whole image (BGR)."""
+class CachedReader:
+    """Ours: the restart-marker copy from the cache (looked up per sample, as the data set does)."""
 
     def __init__(self, path: Path) -> None:
-        self.reader = JpegReader(path)
+        self.name = path.name
 
     def __call__(self, crop_from_img: np.ndarray, input_hw: tuple[int, int]) -> Decoded:
-        return self.reader.whole(choose_reduction(src_px_per_crop_px(crop_from_img)))
+        return JpegReader(CACHE(self.name))(crop_from_img, input_hw)
 
 
-READERS = {"baseline": FullDecodeReader, "whole_reduced": WholeReducedReader,
-           "ours": lambda path: JpegReader(path, "reduced")}
-NAMES = {"baseline": "full decode (baseline)", "whole_reduced": "whole-image reduced decode (previous)",
-         "ours": "region + reduced decode (ours)"}
+CACHE: RestartCache   # set in main()
+READERS = {"baseline": FullDecodeReader, "region": lambda path: JpegReader(path, "reduced"),
+           "ours": CachedReader}
+NAMES = {"baseline": "full decode (baseline)", "region": "region decode, plain files",
+         "ours": "restart copies, crop only (ours)"}
 
 
 def _one(ds: CocoPoseDataset, transform: TrainTransform, i: int, method: str, seed: int) -> tuple:
     """One sample by ``method``: (total, decode, warp) seconds and the reduction used."""
     path = ds.image_dir / ds.instances.image_files[int(ds.instances.image_index[i])]
-    reader = TimedReader(READERS[method](path))
+    rng = np.random.default_rng(seed)   # the same draws for every method (not timed: a data set
+    reader = TimedReader(READERS[method](path))   # owns one generator per worker, not per sample)
     TIMES.update(decode=0.0, warp=0.0)
     start = time.perf_counter()
-    transform(ds.instance(i), reader, np.random.default_rng(seed))   # same draws for both methods
+    transform(ds.instance(i), reader, rng)
     return time.perf_counter() - start, TIMES["decode"], TIMES["warp"], reader.reduction
 
 
@@ -119,7 +126,8 @@ def run(ds: CocoPoseDataset, transform: TrainTransform, passes: int) -> dict:
 
 
 def decode_by_reduction(files: list[Path], repeats: int = 3) -> dict[int, float]:
-    """Median ms to decode each file at reduction 1 (full), 2, 4, 8, interleaved per file."""
+    """Median ms to decode each file at reduction 1 (full), 2, 4, 8, interleaved per file
+    (OpenCV, whole image)."""
     times = {r: [] for r in REDUCED_FLAGS}
     for _ in range(repeats):
         for path in files:
@@ -153,6 +161,19 @@ def main() -> None:
     by_r = decode_by_reduction(sorted(folder.glob("*.jpg"))[:50])
     print("decode only, median ms: " + ", ".join(f"r={r}: {ms:.2f}" for r, ms in by_r.items())
           + f" (full / r: " + ", ".join(f"x{by_r[1] / by_r[r]:.1f}" for r in (2, 4, 8)) + ")")
+    global CACHE
+    CACHE = RestartCache(folder, root / "restart-cache")
+    files = sorted(folder.glob("*.jpg"))
+    made = [CACHE(path.name) for path in files]
+    copy_ms = []
+    for path in files[:50]:
+        data = path.read_bytes()
+        start = time.perf_counter()
+        restart_copy(data)
+        copy_ms.append(1e3 * (time.perf_counter() - start))
+    size = sum(p.stat().st_size for p in made) / sum(p.stat().st_size for p in files)
+    print(f"restart copies (one-time, made before timing): median {np.median(copy_ms):.2f} ms/image "
+          f"(full decode {by_r[1]:.2f} ms), size x{size:.3f} of the originals")
     transforms.warp_crop = _timed_warp(transforms.warp_crop)
     print(f"\n| crop | method | samples/s | decode ms | warp ms | rest ms | total ms | r=1/2/4/8 % |")
     print("|---|---|---|---|---|---|---|---|")

@@ -50,7 +50,8 @@ def crop_from_image(center_px: np.ndarray, size_px: np.ndarray, rot_deg: np.ndar
     mat = np.empty((len(center), 2, 3), dtype=np.float64)
     mat[:, 0, 0], mat[:, 0, 1] = cos, sin
     mat[:, 1, 0], mat[:, 1, 1] = -sin, cos
-    mat[:, :, 2] = np.array([out_w * 0.5, out_h * 0.5]) - np.einsum("nij,nj->ni", mat[:, :, :2], center)
+    mat[:, 0, 2] = out_w * 0.5 - (cos * center[:, 0] + sin * center[:, 1])
+    mat[:, 1, 2] = out_h * 0.5 - (cos * center[:, 1] - sin * center[:, 0])
     return mat
 
 

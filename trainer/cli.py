@@ -38,6 +38,8 @@ def train_options(fn):
         click.option("--epochs", type=int), click.option("--batch-size", type=int, help="Per GPU."),
         click.option("--lr", type=float), click.option("--workers", type=int),
         click.option("--device", help="auto | cpu | cuda | cuda:N"),
+        click.option("--image-cache", help="Folder for lossless restart-marker copies of the JPEGs, made "
+                     "on first use: later epochs decode only each crop (about the images' size on disk)."),
         click.option("--out", "out_dir", help="Run directory (checkpoints, metrics.jsonl)."),
         click.option("--resume", help="auto (the run directory's last.pth) or a checkpoint path."),
         click.option("--seed", type=int),
@@ -70,7 +72,7 @@ def _run_training(dataset: str, **opts) -> None:
                  "data.batch_size_per_gpu": opts["batch_size"], "optim.lr": opts["lr"],
                  "data.workers": opts["workers"], "device": opts["device"], "out_dir": opts["out_dir"],
                  "seed": opts["seed"], "init_from": opts["init_from"], "head": opts["head"],
-                 "pretrained": opts["pretrained"]}
+                 "pretrained": opts["pretrained"], "data.image_cache": opts["image_cache"]}
     cfg = resolve_config(preset, opts["config_file"], overrides, opts["sets"])
     if opts["synthetic"]:
         ensure_synthetic(dataset, Path(cfg.data.data_root))
@@ -122,9 +124,10 @@ def eval_main() -> None:
 @click.option("--workers", type=int, default=2, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--val-dir", default="images/val2017", show_default=True, help="Image folder under --data-root.")
+@click.option("--image-cache", help="Folder for restart-marker copies of the images (see rle-train --help).")
 @one_line_errors
 def eval_coco(checkpoint, data_root, boxes, score_threshold, flip, out_path, results_path,
-              batch_size, workers, device, val_dir) -> None:
+              batch_size, workers, device, val_dir, image_cache) -> None:
     from models.checkpoint import load_model
     from trainer.config import DataConfig, TrainConfig
     from trainer.data.coco import DatasetError
@@ -142,7 +145,7 @@ def eval_coco(checkpoint, data_root, boxes, score_threshold, flip, out_path, res
         raise DatasetError(f"--boxes {boxes}: no such detection-results file (or use --boxes gt)")
     data = DataConfig(data_root=data_root, val_image_dir=val_dir, val_batch_size=batch_size,
                       workers=workers, val_boxes="det" if detected else "gt",
-                      det_score_threshold=score_threshold)
+                      det_score_threshold=score_threshold, image_cache=image_cache)
     cfg = TrainConfig(model=model.config, data=data)
     loader = build_val_loader(cfg, det_file=boxes if detected else None)
     gt_json = Path(data_root) / data.val_annotation_file
@@ -169,8 +172,9 @@ H36M_TEST_FILE = "annotations/Sample_64_test_Human36M_protocol_2.json"
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--workers", type=int, default=2, show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--image-cache", help="Folder for restart-marker copies of the images (see rle-train --help).")
 @one_line_errors
-def eval_h36m(checkpoint, data_root, flip, out_path, batch_size, workers, device) -> None:
+def eval_h36m(checkpoint, data_root, flip, out_path, batch_size, workers, device, image_cache) -> None:
     from models.checkpoint import load_model
     from trainer.config import DataConfig, TrainConfig
     from trainer.data.coco import DatasetError
@@ -188,7 +192,8 @@ def eval_h36m(checkpoint, data_root, flip, out_path, batch_size, workers, device
         raise DatasetError(f"--data-root {data_root}: no such folder; give the folder holding h36m/")
     prefix = "" if (root / H36M_TEST_FILE).is_file() and not (root / "h36m").is_dir() else "h36m/"
     data = DataConfig(dataset="h36m", data_root=str(root), val_annotation_file=prefix + H36M_TEST_FILE,
-                      val_image_dir=prefix + "images", val_batch_size=batch_size, workers=workers)
+                      val_image_dir=prefix + "images", val_batch_size=batch_size, workers=workers,
+                      image_cache=image_cache)
     loader = build_val_loader(TrainConfig(model=model.config, data=data))
     metrics = evaluate_h36m_loader(model, loader, dev, flip)
     click.echo(metrics.format_table())

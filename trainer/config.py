@@ -52,6 +52,8 @@ class DataConfig:
     batch_size_per_gpu: int = 32
     val_batch_size: int = 64
     image_decode: Literal["reduced", "full"] = "reduced"   # JPEG DCT-scaled decoding, or full
+    image_cache: str | None = None              # folder for restart-marker copies of the images
+                                                # (trainer/data/jpeg.py): decode only the crop
 
     def __post_init__(self) -> None:
         _check(self.workers >= 0, f"data.workers must be >= 0, got {self.workers}")

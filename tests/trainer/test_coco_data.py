@@ -17,8 +17,10 @@ from trainer.config import AugmentConfig, resolve_config
 from trainer.data.check import validate_annotations
 from trainer.data.coco import (CocoPoseDataset, DatasetError, SkippedSampleWarning, joint_set_from_category,
                                load_coco_instances, with_detections)
+from trainer.data import jpeg
 from trainer.data.jpeg import JpegReader, choose_reduction
-from trainer.data.loader import WORKER_START, build_train_loader, build_val_loader, collate, seed_worker
+from trainer.data.loader import (WORKER_START, build_train_dataset, build_train_loader, build_val_dataset,
+                                 build_val_loader, collate, seed_worker)
 from trainer.data.synthetic import SyntheticSpec, write_coco
 from trainer.data.transforms import EvalTransform, TrainTransform
 
@@ -213,3 +215,27 @@ def test_empty_detection_file_is_a_one_line_error(tmp_path):
     with pytest.raises(DatasetError, match=r"dets.json: detection file is empty") as err:
         with_detections(gt, tmp_path / "dets.json")
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.skipif(jpeg._jpeg_roi is None, reason="trainer.data._jpeg_roi not built")
+def test_image_cache_gives_the_same_samples_and_mirrors_the_layout(tmp_path):
+    """With data.image_cache the training and validation samples are those without it (same
+    draws); the copies sit under the cache at the images' relative paths; the cache may not be
+    the image folder itself (the data root as the cache would make it so)."""
+    root = write_coco(tmp_path / "coco", SyntheticSpec(num_train=6, num_val=2, seed=3))
+    base = resolve_config("synthetic-coco", overrides={"data.data_root": str(root)},
+                          sets=["model.backbone=resnet10t", "model.input_hw=[128, 96]"])
+    cached = dataclasses.replace(base, data=dataclasses.replace(base.data, image_cache=str(tmp_path / "cache")))
+    for build in (build_train_dataset, build_val_dataset):
+        plain, fast = build(base), build(cached)
+        for i in range(len(plain)):
+            a, b = plain[i], fast[i]
+            np.testing.assert_array_equal(a.target, b.target)
+            assert np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 1
+    for split in ("train2017", "val2017"):
+        names = {p.name for p in (root / "images" / split).glob("*.jpg")}
+        assert names and {p.name for p in (tmp_path / "cache" / "images" / split).glob("*.jpg")} <= names
+    assert any((tmp_path / "cache" / "images" / "train2017").iterdir())
+    own = dataclasses.replace(base, data=dataclasses.replace(base.data, image_cache=str(root)))
+    with pytest.raises(DatasetError, match="data.image_cache is the image folder itself"):
+        build_train_dataset(own)   # the data root as the cache: the copies would replace the images

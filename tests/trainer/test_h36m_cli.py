@@ -13,6 +13,7 @@ from models.config import coco_config, h36m_config
 from models.pose_model import build_model
 from test_h36m_data import TEST_FILE, write_h36m_file, write_tiny_h36m
 from trainer.cli import eval_main, train_main
+from trainer.data import jpeg
 
 TINY = ["--set", "model.backbone=resnet10t", "--set", "model.input_hw=[64,64]"]
 
@@ -43,11 +44,16 @@ def test_train_then_evaluate_end_to_end(data_root, tmp_path):
     out = tmp_path / "run"
     result = CliRunner().invoke(train_main, [
         "h36m", "--synthetic", "--out", str(out), "--epochs", "1", "--max-steps", "2", "--batch-size", "4",
-        "--set", f"data.data_root={data_root}", "--set", "optim.milestones=[]", *TINY])
+        "--set", f"data.data_root={data_root}", "--set", "optim.milestones=[]", *TINY,
+        "--image-cache", str(tmp_path / "cache")])
     assert result.exit_code == 0, result.output
     assert "val MPJPE" in result.output and (out / "last.pth").is_file()
+    if jpeg._jpeg_roi is not None:   # H36M (train and test) and MPII images went through the cache
+        for folder in ("h36m/images", "mpii/images"):
+            assert any((tmp_path / "cache" / folder).rglob("*.jpg")), folder
     json_path = tmp_path / "m.json"
-    result = _eval(out / "last.pth", "--data-root", data_root, "--out", json_path)
+    result = _eval(out / "last.pth", "--data-root", data_root, "--out", json_path,
+                   "--image-cache", tmp_path / "cache")
     assert result.exit_code == 0, result.output
     assert "MPJPE" in result.output and "All" in result.output
     metrics = json.loads(json_path.read_text())

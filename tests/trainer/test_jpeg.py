@@ -1,6 +1,9 @@
 """Region JPEG decoding (trainer/data/jpeg.py): crops equal the full decode's at image borders,
-rotated and flipped, grey and colour, reduced; targets identical; the OpenCV fallback."""
+rotated and flipped, grey and colour, reduced, from plain JPEGs and from restart-marker copies
+(spliced); targets identical; the restart cache; the OpenCV fallback."""
 from __future__ import annotations
+
+import os
 
 import cv2
 import numpy as np
@@ -10,7 +13,8 @@ from models.config import coco_config
 from models.geometry import apply_affine, invert_affine
 from trainer.config import AugmentConfig
 from trainer.data import jpeg
-from trainer.data.jpeg import ImageReadError, JpegReader, crop_bounds_px, decode_region, exif_orientation
+from trainer.data.jpeg import (ImageReadError, JpegReader, RestartCache, crop_bounds_px, decode_region,
+                               exif_orientation, restart_copy)
 from trainer.data.transforms import ArrayReader, EvalTransform, Instance, TrainTransform, warp_crop
 
 CFG = coco_config("resnet10t", input_hw=(128, 96))
@@ -18,14 +22,17 @@ HW = (237, 317)   # not a multiple of the 16 px MCU: partial MCUs at the right a
 needs_extension = pytest.mark.skipif(jpeg._jpeg_roi is None, reason="trainer.data._jpeg_roi not built")
 
 
-def _write_jpeg(path, gray: bool = False):
-    """A textured image (smooth waves + noise) as a quality-90 JPEG (4:2:0 colour or grey)."""
+def _write_jpeg(path, gray: bool = False, restarts: bool = False):
+    """A textured image (smooth waves + noise) as a quality-90 JPEG (4:2:0 colour or grey); with
+    ``restarts``, replaced by its restart-marker copy (``restart_copy``)."""
     yy, xx = np.mgrid[0:HW[0], 0:HW[1]].astype(np.float64)
     noise = np.random.default_rng(0).normal(0, 12, (*HW, 3))
     rgb = np.stack([128 + 90 * np.sin(xx / 13 + yy / 29), 128 + 90 * np.cos(xx / 23 - yy / 11),
                     128 + 70 * np.sin((xx + yy) / 17)], -1) + noise
     bgr = np.clip(rgb, 0, 255).astype(np.uint8)[..., ::-1]
     cv2.imwrite(str(path), cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY) if gray else bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    if restarts:
+        path.write_bytes(restart_copy(path.read_bytes()))
     return path
 
 
@@ -39,12 +46,13 @@ BOXES = {"inside": (100, 60, 180, 200), "top_left": (-20, -30, 60, 90), "bottom_
 
 
 @needs_extension
+@pytest.mark.parametrize("restarts", [False, True], ids=["plain", "restarts"])
 @pytest.mark.parametrize("gray", [False, True])
 @pytest.mark.parametrize("where", BOXES)
-def test_region_crops_equal_full_decode_crops(tmp_path, where, gray):
+def test_region_crops_equal_full_decode_crops(tmp_path, where, gray, restarts):
     """Against OpenCV's whole-image decode at the same DCT reduction (r = 1 but for the crop wider
     than the image, r = 4): the same pixels (libjpeg versions may round 1 grey level apart)."""
-    path = _write_jpeg(tmp_path / "a.jpg", gray)
+    path = _write_jpeg(tmp_path / "a.jpg", gray, restarts)
     rotated = AugmentConfig(rot_prob=1.0, rot_factor=40.0, flip_prob=0.5, half_body_prob=0.0,
                             color_factor=0.0, occlusion=False)
     reductions = set()
@@ -64,9 +72,10 @@ def test_region_crops_equal_full_decode_crops(tmp_path, where, gray):
 
 
 @needs_extension
-def test_region_is_partial_and_placed(tmp_path):
+@pytest.mark.parametrize("restarts", [False, True], ids=["plain", "restarts"])
+def test_region_is_partial_and_placed(tmp_path, restarts):
     """Only the region is decoded, and its pixels sit at their full-image place."""
-    path = _write_jpeg(tmp_path / "a.jpg")
+    path = _write_jpeg(tmp_path / "a.jpg", restarts=restarts)
     full = cv2.imread(str(path))[..., ::-1]
     bounds = (101, 37, 160, 90)
     decoded = decode_region(path.read_bytes(), 1, bounds)
@@ -79,10 +88,11 @@ def test_region_is_partial_and_placed(tmp_path):
 
 
 @needs_extension
+@pytest.mark.parametrize("restarts", [False, True], ids=["plain", "restarts"])
 @pytest.mark.parametrize("input_hw, r", [((64, 48), 2), ((32, 24), 4), ((21, 16), 8)])
-def test_reduced_region_equals_reduced_full_decode(tmp_path, input_hw, r):
+def test_reduced_region_equals_reduced_full_decode(tmp_path, input_hw, r, restarts):
     """Small crops: the region is DCT-scaled exactly as OpenCV's whole reduced decode."""
-    path = _write_jpeg(tmp_path / "a.jpg")
+    path = _write_jpeg(tmp_path / "a.jpg", restarts=restarts)
     cfg = CFG.replace(input_hw=input_hw)
     transform = TrainTransform(cfg, AugmentConfig(rot_prob=1.0, half_body_prob=0.0, color_factor=0.0,
                                                   occlusion=False, scale_factor=0.0))
@@ -166,3 +176,86 @@ def test_crop_outside_the_image_is_zero(tmp_path):
     decoded = JpegReader(path)(mat, (16, 12))
     assert not decoded.image.any()
     assert not warp_crop(decoded, mat, (16, 12)).any()
+
+
+@needs_extension
+@pytest.mark.parametrize("gray", [False, True])
+def test_restart_copy_is_lossless_and_splices_only_the_region(tmp_path, gray, monkeypatch):
+    """The copy decodes to the original's pixels exactly; decoding a region of it hands libjpeg a
+    spliced JPEG of the region's MCUs only, whose pixels are the full image's at their place."""
+    path = _write_jpeg(tmp_path / "a.jpg", gray)
+    copy = restart_copy(path.read_bytes())
+    original = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(copy, np.uint8), cv2.IMREAD_UNCHANGED), original)
+    assert copy.count(b"\xff\xdd") == 1 and 0.9 < len(copy) / path.stat().st_size < 1.1
+    seen = []
+    real_decode = jpeg._jpeg_roi.decode
+    monkeypatch.setattr(jpeg._jpeg_roi, "decode", lambda data, *a: seen.append(len(data)) or real_decode(data, *a))
+    bounds = (150, 100, 190, 140)
+    decoded = decode_region(copy, 1, bounds)
+    assert seen[-1] < 0.2 * len(copy)   # the whole file is ~100 % of it: the splice was used
+    (x, y), (h, w) = decoded.origin_px, decoded.image.shape[:2]
+    assert x <= bounds[0] - 1 and y <= bounds[1] - 1 and x + w >= bounds[2] and y + h >= bounds[3]
+    full = original if gray else original[..., ::-1]
+    np.testing.assert_array_equal(decoded.image[1:-1, 1:-1], full[y + 1:y + h - 1, x + 1:x + w - 1])
+
+
+@needs_extension
+@pytest.mark.parametrize("interval, spliced", [(20, True), (5, True), (40, True), (7, False), (0, False)])
+def test_encoder_restart_intervals(tmp_path, interval, spliced):
+    """An encoder's own restart markers are spliced when the interval divides the 20-MCU rows or
+    spans whole rows; otherwise (or without markers) the region decode is used. Same pixels."""
+    bgr = cv2.imread(str(_write_jpeg(tmp_path / "a.jpg")))
+    path = tmp_path / "rst.jpg"
+    cv2.imwrite(str(path), bgr, [cv2.IMWRITE_JPEG_QUALITY, 90, cv2.IMWRITE_JPEG_RST_INTERVAL, interval])
+    data = path.read_bytes()
+    assert (jpeg._jpeg_roi.splice(data, 100, 100, 140, 140) is not None) == spliced
+    full = cv2.imread(str(path))[..., ::-1]
+    decoded = decode_region(data, 1, (100, 100, 140, 140))
+    (x, y), (h, w) = decoded.origin_px, decoded.image.shape[:2]
+    assert x <= 99 and y <= 99 and x + w >= 140 and y + h >= 140
+    np.testing.assert_array_equal(decoded.image[1:-1, 1:-1], full[y + 1:y + h - 1, x + 1:x + w - 1])
+
+
+@needs_extension
+def test_restart_cache_makes_reuses_and_refreshes_copies(tmp_path):
+    images, cache = tmp_path / "images", tmp_path / "cache"
+    images.mkdir()
+    _write_jpeg(images / "a.jpg")
+    cv2.imwrite(str(images / "b.png"), np.full((20, 30, 3), 99, np.uint8))
+    (images / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg" * 20)
+    lookup = RestartCache(images, cache)
+    first = lookup("a.jpg")
+    assert first == cache / "a.jpg" and jpeg._jpeg_roi.splice(first.read_bytes(), 0, 0, 16, 16) is not None
+    made = first.stat().st_mtime_ns
+    assert lookup("a.jpg") == first and first.stat().st_mtime_ns == made   # reused, not rewritten
+    os.utime(images / "a.jpg", ns=(made + 10**9, made + 10**9))   # the original changed since
+    assert lookup("a.jpg") == first and first.stat().st_mtime_ns != made
+    assert lookup("b.png") == images / "b.png" and lookup("broken.jpg") == images / "broken.jpg"
+    assert lookup("gone.jpg") == images / "gone.jpg" and sorted(p.name for p in cache.iterdir()) == ["a.jpg"]
+
+
+@needs_extension
+@pytest.mark.parametrize("gray", [False, True])
+def test_rotated_crop_skips_the_mcus_it_does_not_reach(tmp_path, gray, monkeypatch):
+    """A 45-degree crop of a restart copy: the MCUs in the corners of its bounding box are fillers
+    (the spliced JPEG is much smaller than the box's segments), and the crop still equals the
+    full decode's crop."""
+    path = _write_jpeg(tmp_path / "a.jpg", gray, restarts=True)
+    data = path.read_bytes()
+    transform = EvalTransform(CFG)
+    mat = np.asarray(transform(_instance(BOXES["inside"]), JpegReader(path, "full")).crop_from_image, np.float64)
+    center = invert_affine(mat[None])[0] @ np.array([CFG.input_hw[1] / 2, CFG.input_hw[0] / 2, 1.0])
+    rot = cv2.getRotationMatrix2D((CFG.input_hw[1] / 2, CFG.input_hw[0] / 2), 45.0, 1.6)
+    mat = rot @ np.vstack([mat, [0, 0, 1]])   # rotated and narrowed about the crop centre
+    assert np.allclose(invert_affine(mat[None])[0] @ np.array([CFG.input_hw[1] / 2, CFG.input_hw[0] / 2, 1.0]), center)
+    sizes = []
+    real_decode = jpeg._jpeg_roi.decode
+    monkeypatch.setattr(jpeg._jpeg_roi, "decode", lambda d, *a: sizes.append(len(d)) or real_decode(d, *a))
+    ours = warp_crop(JpegReader(path)(mat, CFG.input_hw), mat, CFG.input_hw)
+    x0, y0, x1, y1 = crop_bounds_px(mat, CFG.input_hw)
+    box_only = jpeg._jpeg_roi.splice(data, x0 - 2, y0 - 2, x1 + 2, y1 + 2)[0]
+    assert sizes[-1] < 0.8 * len(box_only)
+    whole = JpegReader(path, "full").whole(1)
+    full = warp_crop(whole, mat, CFG.input_hw)
+    assert np.abs(ours.astype(int) - full.astype(int)).max() <= 1

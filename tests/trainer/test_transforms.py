@@ -114,3 +114,14 @@ def test_random_scale_and_rotation_ranges(mode):
     rng = np.random.default_rng(0)
     scales = [transform(inst, ArrayReader(image), rng).size_px[0] / 150 for _ in range(200)]
     assert 0.7 - 1e-5 <= min(scales) and max(scales) <= 1.3 + 1e-5 and np.std(scales) > 0.05
+
+
+def test_colour_gain_is_clipped_per_channel_product():
+    """Colour augmentation: each channel times its own gain in [1-c, 1+c], clipped, truncated."""
+    aug = AugmentConfig(color_factor=0.3, occlusion=False)
+    transform = TrainTransform(coco_config("resnet10t", input_hw=(64, 48)), aug)
+    crop = np.random.default_rng(0).integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    out = transform._color_and_occlusion(crop, None, None, np.random.default_rng(4))
+    gains = np.random.default_rng(4).uniform(0.7, 1.3, 3)
+    np.testing.assert_array_equal(out, np.clip(crop * gains, 0, 255).astype(np.uint8))
+    assert out.dtype == np.uint8 and np.any(out != crop)

@@ -19,7 +19,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from models.skeleton import JointSet
-from trainer.data.jpeg import ImageReadError, JpegReader
+from trainer.data.jpeg import ImageReadError, JpegReader, RestartCache
 from trainer.data.transforms import EvalTransform, Instance, PoseSample
 
 SIDE_PREFIXES = (("left_", "right_"), ("l_", "r_"))
@@ -170,12 +170,23 @@ def with_detections(gt: CocoInstances, det_path: str | Path, score_threshold: fl
                          {"below_threshold": len(dets) - len(keep) - unknown, "unknown_image": unknown})
 
 
+def image_cache_dir(cfg, image_dir: str) -> Path | None:
+    """The restart-copy folder for ``data_root/image_dir`` under ``data.image_cache`` (the same
+    relative path), None when ``data.image_cache`` is unset or decoding is "full"."""
+    if not cfg.data.image_cache or cfg.data.image_decode != "reduced":
+        return None
+    rel = Path(image_dir)
+    return Path(cfg.data.image_cache) / rel.relative_to(rel.anchor)
+
+
 class CocoPoseDataset(Dataset):
     """One ``PoseSample`` per instance. In training (``skip_unreadable``) an unreadable image is a
-    counted ``SkippedSampleWarning`` and another instance is drawn; otherwise a DatasetError."""
+    counted ``SkippedSampleWarning`` and another instance is drawn; otherwise a DatasetError.
+    ``image_cache``: a folder for the images' restart-marker copies (``jpeg.RestartCache``)."""
 
     def __init__(self, instances: CocoInstances, image_dir: str | Path, transform: EvalTransform,
-                 image_decode: str = "reduced", skip_unreadable: bool = False, seed: int = 0) -> None:
+                 image_decode: str = "reduced", skip_unreadable: bool = False, seed: int = 0,
+                 image_cache: str | Path | None = None) -> None:
         self.instances, self.image_dir, self.transform = instances, Path(image_dir), transform
         self.image_decode, self.skip_unreadable = image_decode, skip_unreadable
         self.rng = np.random.default_rng(seed)
@@ -183,6 +194,12 @@ class CocoPoseDataset(Dataset):
         if not self.image_dir.is_dir():
             raise DatasetError(f"{self.image_dir}: image folder not found; check data.data_root and "
                                "the image dir (data.train_image_dir / data.val_image_dir)")
+        self.cache = None   # (picklable: loader workers get a copy)
+        if image_cache is not None:
+            if Path(image_cache).resolve() == self.image_dir.resolve():
+                raise DatasetError(f"{image_cache}: data.image_cache is the image folder itself; "
+                                   "give it a folder of its own")
+            self.cache = RestartCache(self.image_dir, image_cache)
 
     def reseed(self, seed: int) -> None:
         """Give this copy (one per worker) its own augmentation stream."""
@@ -199,7 +216,8 @@ class CocoPoseDataset(Dataset):
     def __getitem__(self, index: int) -> PoseSample:
         for _ in range(10):
             inst = self.instance(index)
-            path = self.image_dir / self.instances.image_files[int(self.instances.image_index[index])]
+            name = self.instances.image_files[int(self.instances.image_index[index])]
+            path = self.image_dir / name if self.cache is None else self.cache(name)
             try:
                 return self.transform(inst, JpegReader(path, self.image_decode), self.rng)
             except ImageReadError as err:

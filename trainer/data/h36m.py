@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader
 
-from trainer.data.coco import CocoPoseDataset, DatasetError, gt_box_xyxy, read_json
+from trainer.data.coco import CocoPoseDataset, DatasetError, image_cache_dir, gt_box_xyxy, read_json
 from trainer.data.loader import make_loader
 from trainer.data.mpii import MixedDataset, build_mpii_dataset
 from trainer.data.transforms import EvalTransform, TrainTransform
@@ -221,9 +221,9 @@ def build_h36m_dataset(cfg, train: bool, rank: int = 0) -> CocoPoseDataset:
     instances = load_h36m_instances(root / ann, "train" if train else "test", cfg.model.depth_range_mm,
                                     cfg.model.root_index)
     transform = TrainTransform(cfg.model, cfg.augment) if train else EvalTransform(cfg.model)
-    image_dir = root / (cfg.data.train_image_dir if train else cfg.data.val_image_dir)
-    return CocoPoseDataset(instances, image_dir, transform, cfg.data.image_decode,
-                           skip_unreadable=train, seed=cfg.seed + 1000 * rank)
+    rel = cfg.data.train_image_dir if train else cfg.data.val_image_dir
+    return CocoPoseDataset(instances, root / rel, transform, cfg.data.image_decode, skip_unreadable=train,
+                           seed=cfg.seed + 1000 * rank, image_cache=image_cache_dir(cfg, rel))
 
 
 def build_train_loader(cfg, rank: int = 0, world_size: int = 1) -> DataLoader:

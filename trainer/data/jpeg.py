@@ -3,10 +3,19 @@
 ``JpegReader`` is the data sets' ``ImageReader`` for image files. Given the crop's affine it
 finds the full-image bounding box of the (possibly rotated) crop plus a bilinear margin, picks
 the largest DCT reduction r in {1, 2, 4, 8} keeping >= 1 source px per crop px, and decodes only
-that region (``_jpeg_roi``, a small libjpeg-turbo extension: rows above the region are entropy-
-decoded and skipped, columns beside it never reach the IDCT, rows below are never read), as RGB.
+that region, as RGB, with ``_jpeg_roi`` (a small libjpeg-turbo extension):
+- a JPEG with restart markers aligned to its MCU rows (``RestartCache``'s copies): the restart
+  segments under the region are spliced into a small JPEG and only that is decoded. Nothing
+  outside the region is entropy-decoded: the cost follows the crop's area, not the image's;
+- any other JPEG: rows above the region are entropy-decoded and skipped (Huffman data has no
+  entry points), columns beside it never reach the IDCT, rows below are never read.
 ``transforms.warp_crop`` folds the reduction and the region's origin into the affine, so the crop
 equals the full decode's crop up to the DCT scaling (identical at r = 1).
+
+``RestartCache`` keeps, per image, a lossless copy (the DCT coefficients copied, not re-encoded
+from pixels) with a restart marker after every MCU, made on an image's first use (one-time cost
+about 1.5 full decodes; the copy's size is the original's within a few per cent, as the copy's
+Huffman tables are optimised). It is opt-in (``data.image_cache``), as it needs disk space.
 
 Fallback, same pixels: without the extension (not built), for non-JPEG files, CMYK JPEGs and JPEGs
 with an EXIF orientation (OpenCV rotates those; the region would not), OpenCV decodes the whole
@@ -15,12 +24,15 @@ decode (the baseline).
 """
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from trainer.data.transforms import Decoded
+from trainer.io import write_bytes_atomic
 
 try:   # optional C extension (pyproject.toml ext-modules); absent -> OpenCV fallback
     from trainer.data import _jpeg_roi
@@ -45,7 +57,21 @@ def choose_reduction(src_px_per_out_px: float, max_reduction: int = 8) -> int:
 
 def src_px_per_crop_px(crop_from_img: np.ndarray) -> float:
     """Image pixels one crop pixel spans (1 / sqrt|det|) of an affine (2, 3) image px -> crop px."""
-    return 1.0 / float(np.sqrt(abs(np.linalg.det(np.asarray(crop_from_img, np.float64)[:, :2]))))
+    (a, b, _), (c, d, _) = np.asarray(crop_from_img, np.float64).tolist()
+    return 1.0 / float(np.sqrt(abs(a * d - b * c)))
+
+
+def crop_corners_px(crop_from_img: np.ndarray, input_hw: tuple[int, int]) -> list[float]:
+    """The crop's corner pixel centres in full-image px, in order around the crop:
+    [x, y] * 4 flattened (the quad a bilinear warp reads within 1 px of)."""
+    (a, b, tx), (c, d, ty) = np.asarray(crop_from_img, np.float64).tolist()
+    det = a * d - b * c   # image = A^-1 (crop - t), A^-1 = [[d, -b], [-c, a]] / det
+    h, w = input_hw
+    quad = []
+    for cx, cy in ((0, 0), (w - 1, 0), (w - 1, h - 1), (0, h - 1)):
+        px, py = cx - tx, cy - ty
+        quad += [(d * px - b * py) / det, (a * py - c * px) / det]
+    return quad
 
 
 def crop_bounds_px(crop_from_img: np.ndarray, input_hw: tuple[int, int],
@@ -53,21 +79,26 @@ def crop_bounds_px(crop_from_img: np.ndarray, input_hw: tuple[int, int],
     """Full-image pixels (x0, y0, x1, y1), ends exclusive, that a bilinear warp of an (H, W) crop
     with ``crop_from_img`` (2, 3) reads: the crop's corner pixel centres mapped to the image, their
     bounding box widened to whole pixels and by ``margin``. Not clipped to the image."""
-    mat = np.asarray(crop_from_img, np.float64)
-    h, w = input_hw
-    corners_crop = np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], np.float64)
-    corners_img = np.linalg.solve(mat[:, :2], (corners_crop - mat[:, 2]).T).T
-    lo = np.floor(corners_img.min(0)).astype(np.int64) - margin
-    hi = np.floor(corners_img.max(0)).astype(np.int64) + 2 + margin
-    return int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1])
+    quad = crop_corners_px(crop_from_img, input_hw)
+    xs, ys = quad[0::2], quad[1::2]
+    return (math.floor(min(xs)) - margin, math.floor(min(ys)) - margin,
+            math.floor(max(xs)) + 2 + margin, math.floor(max(ys)) + 2 + margin)
 
 
 def exif_orientation(data: bytes) -> int:
-    """EXIF orientation tag (1..8) of a JPEG's APP1 block, 1 when absent or unreadable."""
-    start = data.find(b"Exif\x00\x00", 0, 65536)
-    if start < 0:
-        return 1
-    tiff = data[start + 6:start + 65536]
+    """EXIF orientation tag (1..8) of a JPEG's APP1 block, 1 when absent or unreadable. Walks the
+    marker segments before the image data (an EXIF block elsewhere is not the image's)."""
+    at = 2
+    while at + 4 <= len(data) and data[at] == 0xFF and data[at + 1] not in (0xDA, 0xD9):
+        size = int.from_bytes(data[at + 2:at + 4], "big")
+        if data[at + 1] == 0xE1 and data[at + 4:at + 10] == b"Exif\x00\x00":
+            return _tiff_orientation(data[at + 10:at + 2 + size])
+        at += 2 + size
+    return 1
+
+
+def _tiff_orientation(tiff: bytes) -> int:
+    """The orientation tag (0x0112) of a TIFF header's first IFD, 1 when absent or unreadable."""
     order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
     if order is None or len(tiff) < 8:
         return 1
@@ -80,14 +111,25 @@ def exif_orientation(data: bytes) -> int:
     return 1
 
 
-def decode_region(data: bytes, reduction: int, bounds_px: tuple[int, int, int, int]) -> Decoded | None:
+def decode_region(data: bytes, reduction: int, bounds_px: tuple[int, int, int, int],
+                  quad_px: list[float] | None = None) -> Decoded | None:
     """Decode the full-image px region ``bounds_px`` (x0, y0, x1, y1) of a JPEG at ``reduction``
     -> ``Decoded`` RGB (h, w, 3) or grey (h, w) uint8 with its origin; None when the extension is
-    missing or cannot take this file (not a JPEG, CMYK, EXIF-rotated): use the fallback."""
+    missing or cannot take this file (not a JPEG, CMYK, EXIF-rotated): use the fallback.
+    ``quad_px`` (``crop_corners_px``): with restart markers, MCUs farther than a margin from this
+    quad are not decoded either (their pixels are filler, never read by the warp)."""
     if _jpeg_roi is None or data[:2] != b"\xff\xd8" or exif_orientation(data) != 1:
         return None
     r = reduction   # full px x covers reduced px (x - (r - 1) / 2) / r: widen to whole reduced px
     x0, y0, x1, y1 = bounds_px
+    ox = oy = 0
+    # margin around the quad: the bilinear neighbour and libjpeg's edge upsampling (1 reduced px
+    # each) beside the filler MCUs, plus MARGIN_PX as for the bounds
+    spliced = _jpeg_roi.splice(data, x0 - 2 * r, y0 - 2 * r, x1 + 2 * r, y1 + 2 * r, quad_px,
+                               float(MARGIN_PX + 2 * r))
+    if spliced is not None:   # restart markers: a small JPEG of the region's MCUs (origin: MCU
+        data, ox, oy = spliced   # multiples, hence multiples of r)
+        x0, y0, x1, y1 = x0 - ox, y0 - oy, x1 - ox, y1 - oy
     try:
         out = _jpeg_roi.decode(data, r, x0 // r - 1, y0 // r - 1, -(-x1 // r) + 1, -(-y1 // r) + 1)
     except ValueError:
@@ -98,7 +140,46 @@ def decode_region(data: bytes, reduction: int, bounds_px: tuple[int, int, int, i
     if w == 0 or h == 0:   # the crop lies wholly outside the image: a zero crop, as a full decode's
         return Decoded(np.zeros((1, 1), np.uint8), r, False)
     image = np.frombuffer(pixels, np.uint8).reshape((h, w, channels) if channels > 1 else (h, w))
-    return Decoded(image, r, False, (r * x, r * y))
+    return Decoded(image, r, False, (ox + r * x, oy + r * y))
+
+
+def restart_copy(data: bytes) -> bytes | None:
+    """A JPEG's lossless copy with a restart marker per MCU (``_jpeg_roi.add_restarts``), or None
+    when the region decoder would not use one (no extension, not a JPEG, CMYK, EXIF-rotated) or the
+    file does not decode."""
+    if _jpeg_roi is None or data[:2] != b"\xff\xd8" or exif_orientation(data) != 1:
+        return None
+    try:
+        return _jpeg_roi.add_restarts(data)
+    except ValueError:
+        return None
+
+
+class RestartCache:
+    """Image file name -> the path to read: the copy in ``cache_dir`` with a restart marker per MCU
+    (made on first use, or again when the original is newer), or the original where no copy helps
+    (``restart_copy`` None; nothing is written then). Several loader workers and DDP ranks may make
+    the same copy at once: each write is atomic, and the copies are identical."""
+
+    def __init__(self, image_dir: str | Path, cache_dir: str | Path) -> None:
+        self.image_dir, self.cache_dir = Path(image_dir), Path(cache_dir)
+
+    def __call__(self, name: str) -> Path:
+        src, cached = os.path.join(self.image_dir, name), os.path.join(self.cache_dir, name)
+        try:
+            if os.stat(cached).st_mtime >= os.stat(src).st_mtime:
+                return Path(cached)
+        except OSError:   # no copy yet (or no original: the reader names it)
+            pass
+        try:
+            with open(src, "rb") as f:
+                copy = restart_copy(f.read())
+        except OSError:
+            return Path(src)
+        if copy is None:
+            return Path(src)
+        os.makedirs(os.path.dirname(cached), exist_ok=True)
+        return write_bytes_atomic(cached, copy, fsync=False)
 
 
 class JpegReader:
@@ -118,7 +199,8 @@ class JpegReader:
                 data = Path(self.path).read_bytes()
             except OSError:
                 raise ImageReadError(f"{self.path}: missing or not a decodable image") from None
-            decoded = decode_region(data, r, crop_bounds_px(crop_from_img, input_hw))
+            decoded = decode_region(data, r, crop_bounds_px(crop_from_img, input_hw),
+                                    crop_corners_px(crop_from_img, input_hw))
             if decoded is not None:
                 return decoded
         return self.whole(r)

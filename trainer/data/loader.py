@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
-from trainer.data.coco import (CocoInstances, CocoPoseDataset, DatasetError, load_coco_instances,
-                               with_detections)
+from trainer.data.coco import (CocoInstances, CocoPoseDataset, DatasetError, image_cache_dir,
+                               load_coco_instances, with_detections)
 from trainer.data.transforms import EvalTransform, PoseSample, TrainTransform
 
 
@@ -119,7 +119,8 @@ def build_train_dataset(cfg, rank: int = 0) -> CocoPoseDataset:
     _check_joints(instances, cfg, path)
     transform = TrainTransform(cfg.model, cfg.augment, instances.joint_set.flip_pairs)
     return CocoPoseDataset(instances, root / cfg.data.train_image_dir, transform, cfg.data.image_decode,
-                           skip_unreadable=True, seed=cfg.seed + 1000 * rank)
+                           skip_unreadable=True, seed=cfg.seed + 1000 * rank,
+                           image_cache=image_cache_dir(cfg, cfg.data.train_image_dir))
 
 
 def build_val_dataset(cfg, boxes: str | None = None, det_file: str | None = None) -> CocoPoseDataset:
@@ -133,7 +134,7 @@ def build_val_dataset(cfg, boxes: str | None = None, det_file: str | None = None
         instances = with_detections(instances, det_file or root / cfg.data.det_file,
                                     cfg.data.det_score_threshold)
     return CocoPoseDataset(instances, root / cfg.data.val_image_dir, EvalTransform(cfg.model),
-                           cfg.data.image_decode)
+                           cfg.data.image_decode, image_cache=image_cache_dir(cfg, cfg.data.val_image_dir))
 
 
 def build_train_loader(cfg, rank: int = 0, world_size: int = 1) -> DataLoader:

@@ -17,7 +17,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from models.skeleton import H36M18, MPII_TO_H36M
-from trainer.data.coco import CocoInstances, CocoPoseDataset, DatasetError, load_coco_instances
+from trainer.data.coco import CocoInstances, CocoPoseDataset, DatasetError, image_cache_dir, load_coco_instances
 from trainer.data.transforms import PoseSample, TrainTransform
 
 MPII_ANNOTATION_FILE = "mpii/annotations/annot_mpii.json"   # relative to data.data_root
@@ -56,7 +56,8 @@ def build_mpii_dataset(cfg, rank: int = 0) -> CocoPoseDataset:
     root = Path(cfg.data.data_root)
     instances = load_mpii_instances(root / MPII_ANNOTATION_FILE)
     return CocoPoseDataset(instances, root / MPII_IMAGE_DIR, TrainTransform(cfg.model, cfg.augment),
-                           cfg.data.image_decode, skip_unreadable=True, seed=cfg.seed + 1000 * rank + 1)
+                           cfg.data.image_decode, skip_unreadable=True, seed=cfg.seed + 1000 * rank + 1,
+                           image_cache=image_cache_dir(cfg, MPII_IMAGE_DIR))
 
 
 class MixedDataset(Dataset):

@@ -225,9 +225,10 @@ class TrainTransform(EvalTransform):
                              rng: np.random.Generator) -> np.ndarray:
         """Per-channel gain in [1-c, 1+c]; a uniform-noise rectangle inside the box (as the
         official H36M transform, but drawn in crop pixels, axis-aligned in the crop)."""
-        if self.aug.color_factor > 0:
+        if self.aug.color_factor > 0:   # uint8(clip(v * gain)) per channel, as a lookup table
             gains = rng.uniform(1 - self.aug.color_factor, 1 + self.aug.color_factor, 3)
-            crop = np.clip(crop * gains, 0, 255).astype(np.uint8)
+            table = np.clip(np.arange(256.0)[:, None] * gains, 0, 255).astype(np.uint8)
+            crop = cv2.LUT(np.ascontiguousarray(crop), table[None])
         if self.aug.occlusion:
             crop = _occlude(crop, inst.box_xyxy, mat, rng)
         return crop
