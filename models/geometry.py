@@ -24,13 +24,13 @@ def boxes_to_center_scale(boxes_xyxy: np.ndarray, aspect_wh: float,
     ``factor`` (the reference's ``_box_to_center_scale`` with pixel_std 1).
     """
     boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
-    w = boxes[:, 2] - boxes[:, 0]
-    h = boxes[:, 3] - boxes[:, 1]
-    center = np.stack([boxes[:, 0] + 0.5 * w, boxes[:, 1] + 0.5 * h], axis=1)
+    wh = boxes[:, 2:] - boxes[:, :2]
+    center = boxes[:, :2] + 0.5 * wh
+    w, h = wh[:, 0], wh[:, 1]
     wider = w > aspect_wh * h
-    h = np.where(wider, w / aspect_wh, h)
-    w = np.where(~wider & (w < aspect_wh * h), h * aspect_wh, w)
-    return center, np.stack([w, h], axis=1) * factor
+    wh[:, 1] = np.where(wider, w / aspect_wh, h)   # (w, h are views of wh: h is now the new h)
+    wh[:, 0] = np.where(~wider & (w < aspect_wh * h), h * aspect_wh, w)
+    return center, wh * factor
 
 
 def crop_from_image(center_px: np.ndarray, size_px: np.ndarray, rot_deg: np.ndarray | float,

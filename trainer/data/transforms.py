@@ -123,8 +123,8 @@ def targets_from_joints(joints: np.ndarray, joints_vis: np.ndarray, crop_from_im
     target = joints.copy()
     xy_crop = apply_affine(np.asarray(crop_from_img)[None], joints[None, :, :2])[0]
     target[:, :2] = crop_to_norm(xy_crop, input_hw)
-    vis = np.asarray(joints_vis, np.float64)
-    weight = np.broadcast_to(vis.reshape(len(joints), -1) > 0, joints.shape).astype(np.float32)
+    weight = np.empty(joints.shape, np.float32)
+    weight[:] = np.asarray(joints_vis).reshape(len(joints), -1) > 0
     if zero_outside:
         weight[np.any(np.abs(target) > 0.5, axis=1)] = 0.0
     return target.astype(np.float32), weight
@@ -181,12 +181,13 @@ class TrainTransform(EvalTransform):
         size = size * self._draw(self.aug.scale_mode, self.aug.scale_factor, rng, scale=True)
         rot = self._draw(self.aug.rot_mode, self.aug.rot_factor, rng) if rng.random() < self.aug.rot_prob else 0.0
         flip = rng.random() < self.aug.flip_prob
-        mat = crop_from_image(center, size, rot, self.input_hw)[0]
         if flip:   # mirror the image AND the centre: crop_from_image(mirrored centre) o mirror
             width = inst.image_wh[0]
             mirrored_center = np.array([width - 1 - center[0], center[1]])
             mat = _compose(crop_from_image(mirrored_center, size, rot, self.input_hw)[0], _mirror(width))
             joints, vis = joints[self.flip_perm], vis[self.flip_perm]
+        else:
+            mat = crop_from_image(center, size, rot, self.input_hw)[0]
         image = warp_crop(reader(mat, self.input_hw), mat, self.input_hw)
         image = self._color_and_occlusion(image, inst, mat, rng)
         target, weight = targets_from_joints(joints, vis, mat, self.input_hw, self.aug.zero_weight_outside)
