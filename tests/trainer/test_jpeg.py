@@ -259,3 +259,17 @@ def test_rotated_crop_skips_the_mcus_it_does_not_reach(tmp_path, gray, monkeypat
     whole = JpegReader(path, "full").whole(1)
     full = warp_crop(whole, mat, CFG.input_hw)
     assert np.abs(ours.astype(int) - full.astype(int)).max() <= 1
+
+
+@needs_extension
+def test_restart_cache_that_cannot_be_written_warns_once_and_reads_the_originals(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        _write_jpeg(images / name)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would go")
+    lookup = RestartCache(images, blocker)
+    with pytest.warns(UserWarning, match="cannot write the restart copy") as caught:
+        assert lookup("a.jpg") == images / "a.jpg" and lookup("b.jpg") == images / "b.jpg"
+    assert len(caught) == 1

@@ -393,9 +393,9 @@ static PyObject *splice(PyObject *self, PyObject *args) {
       span_hi[r - r0] = c0;                                 /* the row is all filler */
       continue;
     }
-    int a = (int)floor((lo - margin) / L.mcu_w), b = (int)floor((hi + margin) / L.mcu_w) + 1;
-    span_lo[r - r0] = clip(a, c0, c1);
-    span_hi[r - r0] = clip(b, span_lo[r - r0], c1);
+    double a = floor((lo - margin) / L.mcu_w), b = floor((hi + margin) / L.mcu_w) + 1.0;
+    span_lo[r - r0] = a <= c0 ? c0 : (a >= c1 ? c1 : (int)a);   /* clamped before the cast */
+    span_hi[r - r0] = b <= span_lo[r - r0] ? span_lo[r - r0] : (b >= c1 ? c1 : (int)b);
   }
   /* start offsets of the segments up to the last one needed (+1 for its end) */
   Py_ssize_t last = (Py_ssize_t)(r1 - 1) * segs_per_row + c1;   /* index after the last needed */

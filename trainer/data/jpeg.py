@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 
 import cv2
@@ -163,6 +164,7 @@ class RestartCache:
 
     def __init__(self, image_dir: str | Path, cache_dir: str | Path) -> None:
         self.image_dir, self.cache_dir = Path(image_dir), Path(cache_dir)
+        self.warned = False   # one warning per process when copies cannot be written
 
     def __call__(self, name: str) -> Path:
         src, cached = os.path.join(self.image_dir, name), os.path.join(self.cache_dir, name)
@@ -178,8 +180,16 @@ class RestartCache:
             return Path(src)
         if copy is None:
             return Path(src)
-        os.makedirs(os.path.dirname(cached), exist_ok=True)
-        return write_bytes_atomic(cached, copy, fsync=False)
+        try:
+            os.makedirs(os.path.dirname(cached), exist_ok=True)
+            return write_bytes_atomic(cached, copy, fsync=False)
+        except OSError as err:   # e.g. a full disk: train on, from the originals
+            if not self.warned:
+                warnings.warn(f"{cached}: cannot write the restart copy ({err.strerror or err}); "
+                              "reading the originals where no copy exists (free space in "
+                              "data.image_cache)", stacklevel=2)
+                self.warned = True
+            return Path(src)
 
 
 class JpegReader:
