@@ -28,6 +28,12 @@ def one_line_errors(fn):
     return wrapper
 
 
+def _absolute(path: str | None) -> str | None:
+    """A folder given on the command line is relative to the working directory (config files'
+    data paths are relative to data.data_root)."""
+    return None if path is None else str(Path(path).resolve())
+
+
 def train_options(fn):
     options = [
         click.option("--preset", help="Preset name (see --list-presets); default: the paper's config."),
@@ -72,7 +78,7 @@ def _run_training(dataset: str, **opts) -> None:
                  "data.batch_size_per_gpu": opts["batch_size"], "optim.lr": opts["lr"],
                  "data.workers": opts["workers"], "device": opts["device"], "out_dir": opts["out_dir"],
                  "seed": opts["seed"], "init_from": opts["init_from"], "head": opts["head"],
-                 "pretrained": opts["pretrained"], "data.image_cache": opts["image_cache"]}
+                 "pretrained": opts["pretrained"], "data.image_cache": _absolute(opts["image_cache"])}
     cfg = resolve_config(preset, opts["config_file"], overrides, opts["sets"])
     if opts["synthetic"]:
         ensure_synthetic(dataset, Path(cfg.data.data_root))
@@ -145,7 +151,7 @@ def eval_coco(checkpoint, data_root, boxes, score_threshold, flip, out_path, res
         raise DatasetError(f"--boxes {boxes}: no such detection-results file (or use --boxes gt)")
     data = DataConfig(data_root=data_root, val_image_dir=val_dir, val_batch_size=batch_size,
                       workers=workers, val_boxes="det" if detected else "gt",
-                      det_score_threshold=score_threshold, image_cache=image_cache)
+                      det_score_threshold=score_threshold, image_cache=_absolute(image_cache))
     cfg = TrainConfig(model=model.config, data=data)
     loader = build_val_loader(cfg, det_file=boxes if detected else None)
     gt_json = Path(data_root) / data.val_annotation_file
@@ -193,7 +199,7 @@ def eval_h36m(checkpoint, data_root, flip, out_path, batch_size, workers, device
     prefix = "" if (root / H36M_TEST_FILE).is_file() and not (root / "h36m").is_dir() else "h36m/"
     data = DataConfig(dataset="h36m", data_root=str(root), val_annotation_file=prefix + H36M_TEST_FILE,
                       val_image_dir=prefix + "images", val_batch_size=batch_size, workers=workers,
-                      image_cache=image_cache)
+                      image_cache=_absolute(image_cache))
     loader = build_val_loader(TrainConfig(model=model.config, data=data))
     metrics = evaluate_h36m_loader(model, loader, dev, flip)
     click.echo(metrics.format_table())

@@ -54,6 +54,7 @@ class DataConfig:
     image_decode: Literal["reduced", "full"] = "reduced"   # JPEG DCT-scaled decoding, or full
     image_cache: str | None = None              # folder for restart-marker copies of the images
                                                 # (trainer/data/jpeg.py): decode only the crop
+                                                # (relative: under data_root; the CLI makes it absolute)
 
     def __post_init__(self) -> None:
         _check(self.workers >= 0, f"data.workers must be >= 0, got {self.workers}")

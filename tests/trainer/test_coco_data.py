@@ -220,14 +220,18 @@ def test_empty_detection_file_is_a_one_line_error(tmp_path):
 @pytest.mark.skipif(jpeg._jpeg_roi is None, reason="trainer.data._jpeg_roi not built")
 def test_image_cache_gives_the_same_samples_and_mirrors_the_layout(tmp_path):
     """With data.image_cache the training and validation samples are those without it (same
-    draws); the copies sit under the cache at the images' relative paths; the cache may not be
-    the image folder itself (the data root as the cache would make it so)."""
+    draws); the copies sit under the cache at the images' relative paths (a relative cache is
+    under the data root: the synthetic presets' default); the cache may not be the image folder
+    itself (the data root as the cache would make it so)."""
     root = write_coco(tmp_path / "coco", SyntheticSpec(num_train=6, num_val=2, seed=3))
-    base = resolve_config("synthetic-coco", overrides={"data.data_root": str(root)},
-                          sets=["model.backbone=resnet10t", "model.input_hw=[128, 96]"])
+    preset = resolve_config("synthetic-coco", overrides={"data.data_root": str(root)},
+                            sets=["model.backbone=resnet10t", "model.input_hw=[128, 96]"])
+    assert build_val_dataset(preset).cache.cache_dir == root / "restart-cache" / "images" / "val2017"
+    base = dataclasses.replace(preset, data=dataclasses.replace(preset.data, image_cache=None))
     cached = dataclasses.replace(base, data=dataclasses.replace(base.data, image_cache=str(tmp_path / "cache")))
     for build in (build_train_dataset, build_val_dataset):
         plain, fast = build(base), build(cached)
+        assert plain.cache is None and fast.cache is not None
         for i in range(len(plain)):
             a, b = plain[i], fast[i]
             np.testing.assert_array_equal(a.target, b.target)

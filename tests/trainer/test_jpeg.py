@@ -227,10 +227,12 @@ def test_restart_cache_makes_reuses_and_refreshes_copies(tmp_path):
     lookup = RestartCache(images, cache)
     first = lookup("a.jpg")
     assert first == cache / "a.jpg" and jpeg._jpeg_roi.splice(first.read_bytes(), 0, 0, 16, 16) is not None
-    made = first.stat().st_mtime_ns
-    assert lookup("a.jpg") == first and first.stat().st_mtime_ns == made   # reused, not rewritten
-    os.utime(images / "a.jpg", ns=(made + 10**9, made + 10**9))   # the original changed since
-    assert lookup("a.jpg") == first and first.stat().st_mtime_ns != made
+    made = first.stat().st_ino, first.stat().st_mtime_ns
+    assert made[1] == (images / "a.jpg").stat().st_mtime_ns   # the copy carries the original's mtime
+    assert lookup("a.jpg") == first and (first.stat().st_ino, first.stat().st_mtime_ns) == made   # reused
+    os.utime(images / "a.jpg", ns=(made[1] - 10**9, made[1] - 10**9))   # another file of that name
+    assert lookup("a.jpg") == first and first.stat().st_ino != made[0]  # (even an older one): copied again
+    assert first.stat().st_mtime_ns == made[1] - 10**9
     assert lookup("b.png") == images / "b.png" and lookup("broken.jpg") == images / "broken.jpg"
     assert lookup("gone.jpg") == images / "gone.jpg" and sorted(p.name for p in cache.iterdir()) == ["a.jpg"]
 

@@ -158,9 +158,11 @@ def restart_copy(data: bytes) -> bytes | None:
 
 class RestartCache:
     """Image file name -> the path to read: the copy in ``cache_dir`` with a restart marker per MCU
-    (made on first use, or again when the original is newer), or the original where no copy helps
-    (``restart_copy`` None; nothing is written then). Several loader workers and DDP ranks may make
-    the same copy at once: each write is atomic, and the copies are identical."""
+    (made on first use), or the original where no copy helps (``restart_copy`` None; nothing is
+    written then). A copy carries its original's mtime and is used only while the two agree, so
+    a changed original, or another data set's file of the same name in a shared cache, is copied
+    again. Several loader workers and DDP ranks may make the same copy at once: each write is
+    atomic, and the copies are identical."""
 
     def __init__(self, image_dir: str | Path, cache_dir: str | Path) -> None:
         self.image_dir, self.cache_dir = Path(image_dir), Path(cache_dir)
@@ -169,12 +171,14 @@ class RestartCache:
     def __call__(self, name: str) -> Path:
         src, cached = os.path.join(self.image_dir, name), os.path.join(self.cache_dir, name)
         try:
-            if os.stat(cached).st_mtime >= os.stat(src).st_mtime:
+            mtime_ns = os.stat(src).st_mtime_ns
+            if os.stat(cached).st_mtime_ns == mtime_ns:   # a copy of this very file
                 return Path(cached)
         except OSError:   # no copy yet (or no original: the reader names it)
             pass
         try:
-            with open(src, "rb") as f:
+            with open(src, "rb") as f:   # the mtime of the bytes that are copied
+                mtime_ns = os.fstat(f.fileno()).st_mtime_ns
                 copy = restart_copy(f.read())
         except OSError:
             return Path(src)
@@ -182,7 +186,9 @@ class RestartCache:
             return Path(src)
         try:
             os.makedirs(os.path.dirname(cached), exist_ok=True)
-            return write_bytes_atomic(cached, copy, fsync=False)
+            write_bytes_atomic(cached, copy, fsync=False)
+            os.utime(cached, ns=(mtime_ns, mtime_ns))   # the copy carries its original's mtime
+            return Path(cached)
         except OSError as err:   # e.g. a full disk: train on, from the originals
             if not self.warned:
                 warnings.warn(f"{cached}: cannot write the restart copy ({err.strerror or err}); "
