@@ -112,6 +112,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     model.train()
     totals: dict[str, torch.Tensor] = {}  # summed on the device: no host sync per term and step
     seen, start = 0, time.perf_counter()
+    shown = start   # when the progress bar's loss / lr / img/s were last refreshed
     bar = tqdm(loader, desc=f"epoch {epoch}", disable=not rt.is_main, dynamic_ncols=True, leave=False)
     for i, batch in enumerate(bar):
         if batch is None:  # every sample of the batch was unreadable (counted by the dataset)
@@ -136,11 +137,13 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         values = {"loss": loss.detach(), **terms}
         for key, value in values.items():
             totals[key] = totals.get(key, 0.0) + value.detach().float() * len(images)
-        if rt.is_main and (step % log_every == 0 or i == 0):
-            rate = seen * rt.world_size / max(time.perf_counter() - start, 1e-9)
+        to_log = step % log_every == 0 or i == 0
+        if rt.is_main and (to_log or time.perf_counter() - shown >= 1.0):   # the bar: about 1/s
+            shown = time.perf_counter()
+            rate = seen * rt.world_size / max(shown - start, 1e-9)
             lr = optimizer.param_groups[0]["lr"]
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.1e}", img_s=f"{rate:.1f}")
-            if log is not None:
+            if log is not None and to_log:
                 log.write({"kind": "train", "epoch": epoch, "step": step, "lr": lr, "img_s": rate,
                            **{k: float(v) for k, v in values.items()}})
         if max_steps is not None and i + 1 >= max_steps:
