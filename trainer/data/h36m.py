@@ -16,13 +16,15 @@ pairs, never negates d; weights of joints with u, v or d outside [-0.5, 0.5] are
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from torch.utils.data import DataLoader
 
-from trainer.data.coco import CocoPoseDataset, DatasetError, image_cache_dir, gt_box_xyxy, read_json
+from models.skeleton import H36M18
+from trainer.data.coco import (CocoInstances, CocoPoseDataset, DatasetError, gt_box_xyxy, image_cache_dir,
+                               read_json)
 from trainer.data.loader import make_loader
 from trainer.data.mpii import MixedDataset, build_mpii_dataset
 from trainer.data.transforms import EvalTransform, TrainTransform
@@ -40,26 +42,14 @@ class H36MDataWarning(UserWarning):
     one warning per file, with the count and the first ids."""
 
 
-@dataclass
-class H36MInstances:
-    """N instances of one Human3.6M file (one per image), ``CocoInstances``-compatible.
+@dataclass(kw_only=True)
+class H36MInstances(CocoInstances):
+    """N instances of one Human3.6M file (one per image): ``CocoInstances`` (``joint_set`` H36M18,
+    ``image_index`` = arange, ``joints`` (N, 18, 3): x, y px and d = (Z - Z_root) /
+    depth_range_mm, ``joints_vis`` and ``scores`` ones) plus ``joints_cam`` (N, 18, 3) camera mm;
+    ``f``, ``c`` (N, 2) px; ``subjects``, ``actions``, ``subactions``, ``cameras`` (N,) from the
+    file names."""
 
-    ``image_files`` (N,) relative to the image dir; ``image_wh`` (N, 2) px; ``image_ids``,
-    ``image_index`` (= arange), ``ann_ids`` (N,); ``boxes_xyxy`` (N, 4) px; ``joints`` (N, 18, 3):
-    x, y px and d = (Z - Z_root) / depth_range_mm; ``joints_vis`` (N, 18) ones; ``scores`` (N,)
-    ones; ``joints_cam`` (N, 18, 3) camera mm; ``f``, ``c`` (N, 2) px; ``subjects``, ``actions``,
-    ``subactions``, ``cameras`` (N,) from the file names; ``skipped``: left out, by reason.
-    """
-
-    image_files: list[str]
-    image_wh: np.ndarray
-    image_ids: np.ndarray
-    image_index: np.ndarray
-    ann_ids: np.ndarray
-    boxes_xyxy: np.ndarray
-    joints: np.ndarray
-    joints_vis: np.ndarray
-    scores: np.ndarray
     joints_cam: np.ndarray
     f: np.ndarray
     c: np.ndarray
@@ -67,10 +57,6 @@ class H36MInstances:
     actions: np.ndarray
     subactions: np.ndarray
     cameras: np.ndarray
-    skipped: dict[str, int] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.ann_ids)
 
 
 def add_thorax(joints_world: np.ndarray) -> np.ndarray:
@@ -191,7 +177,7 @@ def _stack(rows: list[tuple], depth_range_mm: float, root_index: int, skipped: d
     depth = (cam[..., 2] - cam[:, root_index:root_index + 1, 2]) / depth_range_mm
     seq = np.array([r[7] for r in rows], np.int64)
     return H36MInstances(
-        image_files=[str(r[0]["file_name"]) for r in rows],
+        joint_set=H36M18, image_files=[str(r[0]["file_name"]) for r in rows],
         image_wh=np.array([[r[0]["width"], r[0]["height"]] for r in rows], np.int64),
         image_ids=np.array([r[0].get("id", -1) for r in rows], np.int64), image_index=np.arange(n),
         ann_ids=np.array([r[1].get("id", -1) for r in rows], np.int64),
