@@ -55,10 +55,12 @@ def fit(cfg: TrainConfig, resume: str | None = None, max_steps_per_epoch: int | 
     train_model = _wrap(model, rt, cfg.compile)
     train_loader = task.train_loader(cfg, rt.rank, rt.world_size)
     if rt.is_main and cfg.data.image_decode == "reduced":
-        echo(f"images: restart-marker copies in {cfg.data.image_cache} (made on first use; then only "
-             "each crop is decoded)" if cfg.data.image_cache else
-             "images: region decoding; --image-cache DIR decodes only each crop from the second "
-             "epoch on (x2 samples/s per core, bench/bench_data.py; a lossless copy of the images)")
+        if cfg.data.image_cache:   # (a relative cache is under the data root)
+            echo(f"images: restart-marker copies in {Path(cfg.data.data_root) / cfg.data.image_cache} "
+                 "(made on first use; then only each crop is decoded)")
+        else:
+            echo("images: region decoding; --image-cache DIR decodes only each crop from the second "
+                 "epoch on (x2 samples/s per core, bench/bench_data.py; a lossless copy of the images)")
     log = None
     if rt.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -48,6 +48,7 @@ def test_train_then_evaluate_end_to_end(data_root, tmp_path):
         "--image-cache", str(tmp_path / "cache")])
     assert result.exit_code == 0, result.output
     assert "val MPJPE" in result.output and (out / "last.pth").is_file()
+    assert f"images: restart-marker copies in {(tmp_path / 'cache').resolve()} " in result.output
     if jpeg._jpeg_roi is not None:   # H36M (train and test) and MPII images went through the cache
         for folder in ("h36m/images", "mpii/images"):
             assert any((tmp_path / "cache" / folder).rglob("*.jpg")), folder
