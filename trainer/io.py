@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes, fsync: bool = True) -> Path:
-    """Write ``data`` to ``path`` atomically and return the path.
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, fsync: bool = True,
+                       mtime_ns: int | None = None) -> Path:
+    """Write ``data`` to ``path`` atomically and return the path (with ``mtime_ns`` as its
+    modification time, set before the file appears, when given).
 
     The bytes go to a temporary file in the same directory (so ``os.replace`` stays on one file
     system), are flushed (and fsynced unless ``fsync=False``: for re-creatable caches), then
@@ -28,6 +30,8 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, fsync: bool = True)
             if fsync:
                 os.fsync(f.fileno())
         os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; these files are meant to be read
+        if mtime_ns is not None:
+            os.utime(tmp_name, ns=(mtime_ns, mtime_ns))
         os.replace(tmp_name, path)
     except BaseException:
         if os.path.exists(tmp_name):

@@ -14,7 +14,7 @@ equals the full decode's crop up to the DCT scaling (identical at r = 1).
 
 ``RestartCache`` keeps, per image, a lossless copy (the DCT coefficients copied, not re-encoded
 from pixels) with a restart marker after every MCU, made on an image's first use (one-time cost
-about 1.5 full decodes; the copy's size is the original's within a few per cent, as the copy's
+about 1.7 full decodes; the copy's size is the original's within a few per cent, as the copy's
 Huffman tables are optimised). It is opt-in (``data.image_cache``), as it needs disk space.
 
 Fallback, same pixels: without the extension (not built), for non-JPEG files, CMYK JPEGs and JPEGs
@@ -80,8 +80,12 @@ def crop_bounds_px(crop_from_img: np.ndarray, input_hw: tuple[int, int],
     """Full-image pixels (x0, y0, x1, y1), ends exclusive, that a bilinear warp of an (H, W) crop
     with ``crop_from_img`` (2, 3) reads: the crop's corner pixel centres mapped to the image, their
     bounding box widened to whole pixels and by ``margin``. Not clipped to the image."""
-    quad = crop_corners_px(crop_from_img, input_hw)
-    xs, ys = quad[0::2], quad[1::2]
+    return quad_bounds_px(crop_corners_px(crop_from_img, input_hw), margin)
+
+
+def quad_bounds_px(quad_px: list[float], margin: int = MARGIN_PX) -> tuple[int, int, int, int]:
+    """``crop_bounds_px`` from the crop's corners (``crop_corners_px``)."""
+    xs, ys = quad_px[0::2], quad_px[1::2]
     return (math.floor(min(xs)) - margin, math.floor(min(ys)) - margin,
             math.floor(max(xs)) + 2 + margin, math.floor(max(ys)) + 2 + margin)
 
@@ -186,9 +190,8 @@ class RestartCache:
             return Path(src)
         try:
             os.makedirs(os.path.dirname(cached), exist_ok=True)
-            write_bytes_atomic(cached, copy, fsync=False)
-            os.utime(cached, ns=(mtime_ns, mtime_ns))   # the copy carries its original's mtime
-            return Path(cached)
+            # the copy carries its original's mtime from the moment it appears
+            return write_bytes_atomic(cached, copy, fsync=False, mtime_ns=mtime_ns)
         except OSError as err:   # e.g. a full disk: train on, from the originals
             if not self.warned:
                 warnings.warn(f"{cached}: cannot write the restart copy ({err.strerror or err}); "
@@ -215,8 +218,8 @@ class JpegReader:
                 data = Path(self.path).read_bytes()
             except OSError:
                 raise ImageReadError(f"{self.path}: missing or not a decodable image") from None
-            decoded = decode_region(data, r, crop_bounds_px(crop_from_img, input_hw),
-                                    crop_corners_px(crop_from_img, input_hw))
+            quad = crop_corners_px(crop_from_img, input_hw)
+            decoded = decode_region(data, r, quad_bounds_px(quad), quad)
             if decoded is not None:
                 return decoded
         return self.whole(r)
