@@ -114,9 +114,15 @@ class OptimConfig:
         _check(self.epochs >= 1, f"optim.epochs must be >= 1, got {self.epochs}")
         _check(all(a < b for a, b in zip(m, m[1:])) and all(0 < e < self.epochs for e in m),
                f"optim.milestones {list(m)} must be increasing, > 0 and < optim.epochs ({self.epochs}); "
-               "shorten them too, e.g. --set optim.milestones=[8,9]")
+               f"e.g. --set optim.milestones=[{', '.join(map(str, _paper_milestones(self.epochs)))}] "
+               "(the paper's 170/270, 200/270)")
         _check(0 < self.gamma <= 1, f"optim.gamma must be in (0, 1], got {self.gamma}")
         _check(self.grad_clip_norm is None or self.grad_clip_norm > 0, "optim.grad_clip_norm must be > 0")
+
+
+def _paper_milestones(epochs: int) -> list[int]:
+    """The paper's schedule (x0.1 at 170 and 200 of 270 epochs) at ``epochs``: valid milestones."""
+    return sorted({m for m in (round(170 * epochs / 270), round(200 * epochs / 270)) if 0 < m < epochs})
 
 
 @dataclass(frozen=True)
@@ -317,10 +323,31 @@ def resolve_config(preset: str | None = None, config_file: str | None = None,
     if config_file:
         flat.update(_flatten(_load_yaml(Path(config_file), f"config file {config_file}"),
                              f"config file {config_file}"))
+    file_epochs = flat.get("optim.epochs", (OptimConfig.epochs, ""))[0]
     for key, value in (overrides or {}).items():
         if value is not None:
             flat.update(_flatten({key: value}, f"option {key}"))
     for item in sets:
         key, value = _parse_set(item)
         flat.update(_flatten({key: value}, f"--set {item}"))
+    _scale_milestones(flat, file_epochs)
     return _build(flat)
+
+
+def _scale_milestones(flat: dict[str, tuple[Any, str]], file_epochs: Any) -> None:
+    """``--epochs N`` on a preset's schedule: the preset's (or config file's, or default)
+    milestones scaled by N / its epochs (rounded, kept increasing and inside 1..N-1), unless the
+    milestones were given too. 270 epochs x0.1 at 170, 200 -> 27 epochs x0.1 at 17, 20."""
+    epochs, epochs_source = flat.get("optim.epochs", (None, ""))
+    milestones, source = flat.get("optim.milestones", (OptimConfig.milestones, "default"))
+    given = lambda src: src.startswith(("option ", "--set "))
+    if not given(epochs_source) or given(source):
+        return
+    try:
+        new, old = int(epochs), int(file_epochs)
+        scaled = sorted({round(int(m) * new / old) for m in milestones})
+    except (TypeError, ValueError, ZeroDivisionError):
+        return   # ill-typed values: _build names them
+    if new != old:
+        flat["optim.milestones"] = ([m for m in scaled if 0 < m < new],
+                                    f"{source}, scaled to optim.epochs {new} ({epochs_source})")

@@ -111,3 +111,20 @@ def test_presets_match_the_reference():
     pre = resolve_config("256x192_res50_heatmap-pretrain")
     assert (pre.head, pre.optim.epochs, pre.optim.milestones) == ("heatmap", 140, (90, 120))
     assert resolve_config("256x192_res50_regress-flow-finetune").init_from
+
+
+def test_epochs_option_scales_the_presets_milestones_unless_they_are_given(tmp_path):
+    paper = resolve_config("256x192_res50_regress-flow", overrides={"optim.epochs": 27})
+    assert paper.optim.epochs == 27 and paper.optim.milestones == (17, 20)
+    assert resolve_config("synthetic-coco", overrides={"optim.epochs": 2}).optim.milestones == (1,)
+    assert resolve_config("synthetic-coco", overrides={"optim.epochs": 1}).optim.milestones == ()
+    assert resolve_config("synthetic-coco", sets=["optim.epochs=6"]).optim.milestones == (4,)
+    same = resolve_config("256x192_res50_regress-flow", overrides={"optim.epochs": 270})
+    assert same.optim.milestones == (170, 200)
+    given = resolve_config("synthetic-coco", overrides={"optim.epochs": 10}, sets=["optim.milestones=[9]"])
+    assert given.optim.milestones == (9,)
+    path = _write(tmp_path, "optim:\n  epochs: 100\n  milestones: [50, 75]\n")
+    assert resolve_config(None, path, {"optim.epochs": 10}).optim.milestones == (5, 8)
+    assert resolve_config(None, path).optim.milestones == (50, 75)   # the file alone: as written
+    with pytest.raises(ConfigError, match="< optim.epochs"):           # a file's own mistake stays one
+        resolve_config(None, _write(tmp_path, "optim:\n  epochs: 10\n  milestones: [50]\n"))
