@@ -14,7 +14,7 @@ equals the full decode's crop up to the DCT scaling (identical at r = 1).
 
 ``RestartCache`` keeps, per image, a lossless copy (the DCT coefficients copied, not re-encoded
 from pixels) with a restart marker after every MCU, made on an image's first use (one-time cost
-about 1.7 full decodes; the copy's size is the original's within a few per cent, as the copy's
+about 2 full decodes; the copy's size is the original's within a few per cent, as the copy's
 Huffman tables are optimised). It is opt-in (``data.image_cache``), as it needs disk space.
 
 Fallback, same pixels: without the extension (not built), for non-JPEG files, CMYK JPEGs and JPEGs
