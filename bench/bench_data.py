@@ -160,7 +160,7 @@ def main() -> None:
     folder = root / "images" / "train2017"
     by_r = decode_by_reduction(sorted(folder.glob("*.jpg"))[:50])
     print("decode only, median ms: " + ", ".join(f"r={r}: {ms:.2f}" for r, ms in by_r.items())
-          + f" (full / r: " + ", ".join(f"x{by_r[1] / by_r[r]:.1f}" for r in (2, 4, 8)) + ")")
+          + " (full / r: " + ", ".join(f"x{by_r[1] / by_r[r]:.1f}" for r in (2, 4, 8)) + ")")
     global CACHE
     CACHE = RestartCache(folder, root / "restart-cache")
     files = sorted(folder.glob("*.jpg"))
@@ -175,7 +175,7 @@ def main() -> None:
     print(f"restart copies (one-time, made before timing): median {np.median(copy_ms):.2f} ms/image "
           f"(full decode {by_r[1]:.2f} ms), size x{size:.3f} of the originals")
     transforms.warp_crop = _timed_warp(transforms.warp_crop)
-    print(f"\n| crop | method | samples/s | decode ms | warp ms | rest ms | total ms | r=1/2/4/8 % |")
+    print("\n| crop | method | samples/s | decode ms | warp ms | rest ms | total ms | r=1/2/4/8 % |")
     print("|---|---|---|---|---|---|---|---|")
     for input_hw in ((256, 192), (128, 96)):
         cfg = coco_config("resnet50", input_hw=input_hw)
@@ -189,7 +189,8 @@ def main() -> None:
             print(f"| {input_hw[0]}x{input_hw[1]} | {name} | {r['samples_s']:.0f} | {r['decode']:.2f} | "
                   f"{r['warp']:.2f} | {r['rest']:.2f} | {r['total_ms']:.2f} | {share} |")
         base = results["baseline"]
-        ratio = lambda key: base[key] / max(results["ours"][key], 1e-9)
+        def ratio(key):
+            return base[key] / max(results["ours"][key], 1e-9)
         print(f"| {input_hw[0]}x{input_hw[1]} | **ratio baseline / ours** | **x{1 / ratio('samples_s'):.2f}** | "
               f"x{ratio('decode'):.2f} | x{ratio('warp'):.2f} | x{ratio('rest'):.2f} | x{ratio('total_ms'):.2f} | |")
 

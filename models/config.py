@@ -6,7 +6,7 @@ joints, input size, output dims, input normalisation, flip pairs and the box enl
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .skeleton import COCO17, H36M18, JointSet
 

@@ -340,7 +340,8 @@ def _scale_milestones(flat: dict[str, tuple[Any, str]], file_epochs: Any) -> Non
     milestones were given too. 270 epochs x0.1 at 170, 200 -> 27 epochs x0.1 at 17, 20."""
     epochs, epochs_source = flat.get("optim.epochs", (None, ""))
     milestones, source = flat.get("optim.milestones", (OptimConfig.milestones, "default"))
-    given = lambda src: src.startswith(("option ", "--set "))
+    def given(src):
+        return src.startswith(("option ", "--set "))
     if not given(epochs_source) or given(source):
         return
     try:

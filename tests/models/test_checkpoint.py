@@ -6,26 +6,6 @@ from models.config import coco_config, h36m_config
 from models.pose_model import build_model
 
 
-def _official_layout(model):
-    """Re-key a project state dict into the official layout, from the documented key names only."""
-    dims = model.config.dims
-    out = {}
-    for key, value in model.state_dict().items():
-        if key.startswith("backbone."):
-            out["preact." + key[len("backbone."):]] = value
-        elif key.startswith("head.coord."):
-            out["fc_coord.linear." + key[len("head.coord."):]] = value
-        elif key.startswith("head.sigma."):
-            prefix = "fc_sigma.linear." if dims == 2 else "fc_sigma."
-            out[prefix + key[len("head.sigma."):]] = value
-        elif key.startswith("criterion.flow2d."):
-            prefix = "flow." if dims == 2 else "flow2d."
-            out[prefix + key[len("criterion.flow2d."):]] = value
-        elif key.startswith("criterion.flow3d."):
-            out["flow3d." + key[len("criterion.flow3d."):]] = value
-    return out
-
-
 def _same_outputs(a, b, shape):
     x = torch.rand(*shape)
     with torch.no_grad():
@@ -44,10 +24,10 @@ def test_project_round_trip_gives_identical_outputs(tmp_path):
 
 
 @pytest.mark.parametrize("dims", [2, 3])
-def test_official_layout_loads_with_the_same_outputs(tmp_path, dims):
+def test_official_layout_loads_with_the_same_outputs(tmp_path, dims, official_layout):
     cfg = coco_config("resnet50") if dims == 2 else h36m_config("resnet50")
     model = build_model(cfg)
-    state = _official_layout(model)
+    state = official_layout(model)
     assert ("flow3d.mask" in state) == (dims == 3)
     torch.save(state, tmp_path / "official.pth")
     loaded = load_model(tmp_path / "official.pth")
@@ -59,14 +39,14 @@ def test_official_layout_loads_with_the_same_outputs(tmp_path, dims):
     _same_outputs(model, loaded, (1, 3, *cfg.input_hw))
 
 
-def test_ddp_prefix_and_wrapped_state_dict_load(tmp_path):
+def test_ddp_prefix_and_wrapped_state_dict_load(tmp_path, official_layout):
     model = build_model(coco_config("resnet18"))
-    state = {"module." + k: v for k, v in _official_layout(model).items()}
+    state = {"module." + k: v for k, v in official_layout(model).items()}
     torch.save({"state_dict": state}, tmp_path / "wrapped.pth")
     assert load_model(tmp_path / "wrapped.pth").config.backbone == "resnet18"
 
 
-def test_bad_files_give_one_line_errors(tmp_path):
+def test_bad_files_give_one_line_errors(tmp_path, official_layout):
     with pytest.raises(CheckpointError, match="no such checkpoint file"):
         load_model(tmp_path / "missing.pth")
     (tmp_path / "text.pth").write_text("hello")
@@ -76,7 +56,7 @@ def test_bad_files_give_one_line_errors(tmp_path):
     with pytest.raises(CheckpointError, match="neither an rle-pose checkpoint nor an official"):
         load_model(tmp_path / "foreign.pth")
     model = build_model(coco_config("resnet18"))
-    state = _official_layout(model)
+    state = official_layout(model)
     del state["fc_sigma.linear.bias"]
     state["extra.weight"] = torch.zeros(1)
     torch.save(state, tmp_path / "broken.pth")
@@ -86,9 +66,9 @@ def test_bad_files_give_one_line_errors(tmp_path):
     assert "\n" not in str(info.value)
 
 
-def test_shape_mismatch_is_named(tmp_path):
+def test_shape_mismatch_is_named(tmp_path, official_layout):
     model = build_model(coco_config("resnet18"))
-    state = _official_layout(model)
+    state = official_layout(model)
     state["fc_sigma.linear.weight"] = torch.zeros(34, 10)
     torch.save(state, tmp_path / "shape.pth")
     with pytest.raises(CheckpointError, match="fc_sigma|head.sigma.weight has shape"):

@@ -17,8 +17,6 @@ from models import build_model, coco_config, h36m_config
 from rle_app.cli import build_app
 from rle_app.pipeline import ASSETS_DIR
 
-from tests.models.test_checkpoint import _official_layout
-
 MU_2D = np.stack([np.linspace(-0.3, 0.3, 17), np.linspace(-0.4, 0.4, 17)], axis=1)
 SIGMA = 0.05
 
@@ -49,14 +47,14 @@ def _free_port():
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
+def app(tmp_path_factory, official_layout):
     folder = tmp_path_factory.mktemp("ckpt")
     torch.manual_seed(0)
     model_2d = _constant_model(coco_config("resnet18"), MU_2D)
     mu_3d = np.concatenate([np.zeros((18, 2)), np.linspace(-0.1, 0.1, 18)[:, None]], axis=1)
     model_3d = _constant_model(h36m_config("resnet18"), mu_3d)
-    torch.save(_official_layout(model_2d), folder / "coco-laplace-rle.pth")
-    torch.save({"state_dict": _official_layout(model_3d)}, folder / "h36m-laplace-rle.pth")
+    torch.save(official_layout(model_2d), folder / "coco-laplace-rle.pth")
+    torch.save({"state_dict": official_layout(model_3d)}, folder / "h36m-laplace-rle.pth")
     demo, allowed = build_app(str(folder / "coco-laplace-rle.pth"), str(folder / "h36m-laplace-rle.pth"),
                               detector="full-frame", device="cpu")
     demo.queue()

@@ -111,7 +111,8 @@ def test_corrupted_jpeg_is_skipped_with_counted_warning(tmp_path):
     folder = tmp_path / "images" / "train2017"
     (folder / "2.jpg").write_bytes(b"\xff\xd8 not really a jpeg" * 10)
     one = load_coco_instances(tmp_path / "annotations" / "person_keypoints_train2017.json")
-    two = lambda a: np.concatenate([a, a])   # instance 0 on the broken 2.jpg, instance 1 on 1.jpg
+    def two(a):
+        return np.concatenate([a, a])   # instance 0 on the broken 2.jpg, instance 1 on 1.jpg
     inst = dataclasses.replace(one, image_files=["2.jpg", "1.jpg"], image_wh=two(one.image_wh),
                                image_ids=np.array([2, 1]), image_index=np.array([0, 1]),
                                ann_ids=two(one.ann_ids), boxes_xyxy=two(one.boxes_xyxy),

@@ -11,7 +11,6 @@ from click.testing import CliRunner
 from models.checkpoint import save_checkpoint
 from models.config import coco_config, h36m_config
 from models.pose_model import build_model
-from test_h36m_data import TEST_FILE, write_h36m_file, write_tiny_h36m
 from trainer.cli import eval_main, train_main
 from trainer.data import jpeg
 
@@ -19,9 +18,9 @@ TINY = ["--set", "model.backbone=resnet10t", "--set", "model.input_hw=[64,64]"]
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
+def data_root(tmp_path_factory, h36m_files):
     root = tmp_path_factory.mktemp("h36m_cli")
-    write_tiny_h36m(root)
+    h36m_files.write_tiny_h36m(root)
     return root
 
 
@@ -80,17 +79,17 @@ def test_2d_checkpoint_to_eval_h36m_and_3d_to_eval_coco_are_refused(data_root, t
     assert result.exit_code == 1 and "a 3D model; rle-eval coco needs a 2D checkpoint" in result.output
 
 
-def test_bad_data_gives_one_line_errors(data_root, tmp_path):
+def test_bad_data_gives_one_line_errors(data_root, tmp_path, h36m_files):
     ckpt = save_checkpoint(tmp_path / "3d.pth", build_model(h36m_config("resnet10t", input_hw=(64, 64))))
     cases = []
     cases.append((tmp_path / "nowhere", "no such folder"))
     (tmp_path / "empty").mkdir()
     cases.append((tmp_path / "empty", "Sample_64_test_Human36M_protocol_2.json: Human3.6M annotation file not found"))
-    write_h36m_file(tmp_path / "wrong", TEST_FILE, ["s_01_act_02_subact_01_ca_01"])
+    h36m_files.write_h36m_file(tmp_path / "wrong", h36m_files.TEST_FILE, ["s_01_act_02_subact_01_ca_01"])
     cases.append((tmp_path / "wrong", "a protocol-2 test file holds S9 and S11 only"))
-    data = write_h36m_file(tmp_path / "nocam", TEST_FILE, ["s_09_act_02_subact_01_ca_01"])
+    data = h36m_files.write_h36m_file(tmp_path / "nocam", h36m_files.TEST_FILE, ["s_09_act_02_subact_01_ca_01"])
     del data["images"][0]["cam_param"]
-    (tmp_path / "nocam" / TEST_FILE).write_text(json.dumps(data))
+    (tmp_path / "nocam" / h36m_files.TEST_FILE).write_text(json.dumps(data))
     cases.append((tmp_path / "nocam", "has no camera parameters (cam_param with R, t, f, c)"))
     for root, message in cases:
         result = _eval(ckpt, "--data-root", root)

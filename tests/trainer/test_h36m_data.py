@@ -7,7 +7,6 @@ import dataclasses
 import json
 import warnings
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -27,95 +26,20 @@ from trainer.metrics.h36m_eval import summarize_h36m
 CFG = h36m_config("resnet10t", input_hw=(64, 64))
 NO_AUG = AugmentConfig(scale_factor=0.0, scale_mode="clipped_normal", rot_prob=0.0, flip_prob=0.0,
                        half_body_prob=0.0, color_factor=0.0, occlusion=False, zero_weight_outside=True)
-R_CAM = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])   # looks along world +y
-T_CAM = np.array([0.0, -4500.0, 1000.0])                               # camera centre, mm
-F_PX, C_PX, IMAGE_WH = np.array([200.0, 210.0]), np.array([80.0, 62.0]), (160, 120)
-TRAIN_FILE = "h36m/annotations/Sample_trainmin_train_Human36M_protocol_2.json"
-TEST_FILE = "h36m/annotations/Sample_64_test_Human36M_protocol_2.json"
-MPII_NAMES = ["r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "pelvis", "thorax",
-              "upper_neck", "head_top", "r_wrist", "r_elbow", "r_shoulder", "l_shoulder", "l_elbow", "l_wrist"]
-
-
-def _project(world: np.ndarray) -> np.ndarray:
-    """World (K, 3) mm -> (K, 3): x, y px and camera Z mm, joint by joint."""
-    out = []
-    for p in world:
-        x, y, z = R_CAM @ (p - T_CAM)
-        out.append([x / z * F_PX[0] + C_PX[0], y / z * F_PX[1] + C_PX[1], z])
-    return np.array(out)
-
-
-def _body(rng: np.random.Generator) -> np.ndarray:
-    """17 H36M joints (mm, world): pelvis near (0, 0, 900), others within ~0.9 m of it."""
-    offsets = rng.uniform(-300, 300, (17, 3)) * [1, 0.5, 1.5]
-    offsets[0] = 0
-    return np.array([0.0, 0.0, 900.0]) + rng.uniform(-100, 100, 3) + offsets
-
-
-def _entry(i: int, name: str, world: np.ndarray) -> tuple[dict, dict]:
-    px = _project(world)[:, :2]
-    lo, hi = px.min(0) - 3, px.max(0) + 3
-    image = {"id": i, "file_name": f"{name}/{name}_{i:06d}.jpg", "width": IMAGE_WH[0], "height": IMAGE_WH[1],
-             "cam_param": {"R": R_CAM.tolist(), "t": T_CAM.tolist(), "f": F_PX.tolist(), "c": C_PX.tolist()}}
-    ann = {"id": 100 + i, "image_id": i, "bbox": [*lo.tolist(), *(hi - lo).tolist()],
-           "keypoints_world": world.tolist()}
-    return image, ann
-
-
-def _write_images(folder, files, rng) -> None:
-    for name in files:
-        path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(path), rng.integers(0, 255, (IMAGE_WH[1], IMAGE_WH[0], 3), dtype=np.uint8))
-
-
-def write_h36m_file(root, rel_path: str, sequences: list[str], seed: int = 0, bodies=None) -> dict:
-    """Write one annotation file (one image per sequence name) and its images; returns the dict."""
-    rng = np.random.default_rng(seed)
-    pairs = [_entry(i + 1, s, _body(rng) if bodies is None else bodies[i]) for i, s in enumerate(sequences)]
-    data = {"images": [p[0] for p in pairs], "annotations": [p[1] for p in pairs]}
-    (root / rel_path).parent.mkdir(parents=True, exist_ok=True)
-    (root / rel_path).write_text(json.dumps(data))
-    _write_images(root / "h36m" / "images", [im["file_name"] for im in data["images"]], rng)
-    return data
-
-
-def write_tiny_h36m(root, num: int = 4) -> None:
-    """root/h36m (train: S1/S5, test: S9/S11, ``num`` images each) and root/mpii (``num`` people)."""
-    train = [f"s_{s:02d}_act_{2 + i % 15:02d}_subact_01_ca_01" for i, s in enumerate([1, 5] * (num // 2))]
-    test = [f"s_{s:02d}_act_{2 + i % 15:02d}_subact_01_ca_0{1 + i % 4}" for i, s in enumerate([9, 11] * (num // 2))]
-    write_h36m_file(root, TRAIN_FILE, train, seed=1)
-    write_h36m_file(root, TEST_FILE, test, seed=2)
-    rng = np.random.default_rng(3)
-    anns = []
-    for i in range(num):
-        px = _project(_body(rng))[:, :2]
-        kps = [[*px[j % 17].tolist(), 2 if j != 9 else 0] for j in range(16)]   # head_top unlabelled
-        lo, hi = px.min(0) - 3, px.max(0) + 3
-        anns.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0, "num_keypoints": 15,
-                     "keypoints": np.ravel(kps).tolist(), "bbox": [*lo, *(hi - lo)], "area": 100.0})
-    images = [{"id": i + 1, "file_name": f"{i + 1:05d}.jpg", "width": IMAGE_WH[0], "height": IMAGE_WH[1]}
-              for i in range(num)]
-    (root / "mpii" / "annotations").mkdir(parents=True, exist_ok=True)
-    (root / "mpii" / "annotations" / "annot_mpii.json").write_text(json.dumps(
-        {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "person", "keypoints": MPII_NAMES}]}))
-    _write_images(root / "mpii" / "images", [im["file_name"] for im in images], rng)
-
-
 def _cfg(root):
     return resolve_config("synthetic-h36m", sets=[f"data.data_root={root}", "model.input_hw=[64,64]"])
 
 
-def test_targets_equal_an_independent_projection(tmp_path):
-    body = _body(np.random.default_rng(5))
+def test_targets_equal_an_independent_projection(tmp_path, h36m_files):
+    body = h36m_files.body(np.random.default_rng(5))
     body[13] = body[0] + [0.0, -1100.0, 0.0]     # L_Wrist 1.1 m nearer the camera: d = -0.55
-    data = write_h36m_file(tmp_path, TRAIN_FILE, ["s_01_act_02_subact_01_ca_01"], bodies=[body])
-    inst = load_h36m_instances(tmp_path / TRAIN_FILE, "train")
+    data = h36m_files.write_h36m_file(tmp_path, h36m_files.TRAIN_FILE, ["s_01_act_02_subact_01_ca_01"], bodies=[body])
+    inst = load_h36m_instances(tmp_path / h36m_files.TRAIN_FILE, "train")
     sample = CocoPoseDataset(inst, tmp_path / "h36m/images", TrainTransform(CFG, NO_AUG))[0]
     world = np.concatenate([body, (body[11] + body[14])[None] / 2])
-    proj = _project(world)
+    proj = h36m_files.project(world)
     x, y, w, h = data["annotations"][0]["bbox"]
-    x1, y1 = min(x + w - 1, IMAGE_WH[0] - 1), min(y + h - 1, IMAGE_WH[1] - 1)
+    x1, y1 = min(x + w - 1, h36m_files.IMAGE_WH[0] - 1), min(y + h - 1, h36m_files.IMAGE_WH[1] - 1)
     side = max(x1 - x, y1 - y)                      # square crop (64x64), box factor 1.0
     centre = np.array([(x + x1) / 2, (y + y1) / 2])
     uv = (proj[:, :2] - centre) / side
@@ -128,11 +52,11 @@ def test_targets_equal_an_independent_projection(tmp_path):
     np.testing.assert_array_equal(sample.weight, expected)
 
 
-def test_thorax_is_the_shoulders_midpoint_and_excluded_sequences_are_dropped(tmp_path):
+def test_thorax_is_the_shoulders_midpoint_and_excluded_sequences_are_dropped(tmp_path, h36m_files):
     names = ["s_09_act_02_subact_01_ca_01", "s_09_act_05_subact_02_ca_03", "s_09_act_10_subact_02_ca_01",
              "s_09_act_13_subact_01_ca_02", "s_11_act_05_subact_02_ca_01"]
-    write_h36m_file(tmp_path, TEST_FILE, names)
-    inst = load_h36m_instances(tmp_path / TEST_FILE, "test")
+    h36m_files.write_h36m_file(tmp_path, h36m_files.TEST_FILE, names)
+    inst = load_h36m_instances(tmp_path / h36m_files.TEST_FILE, "test")
     assert [f.split("/")[0] for f in inst.image_files] == [names[0], names[4]]
     assert inst.skipped == {"excluded_sequence": 3}
     assert inst.joints.shape == (2, 18, 3) and inst.joints_cam.shape == (2, 18, 3)
@@ -140,9 +64,9 @@ def test_thorax_is_the_shoulders_midpoint_and_excluded_sequences_are_dropped(tmp
     assert list(inst.subjects) == [9, 11] and list(inst.actions) == [2, 5]
 
 
-def test_flip_swaps_pairs_and_keeps_depth(tmp_path):
-    write_h36m_file(tmp_path, TRAIN_FILE, ["s_01_act_02_subact_01_ca_01"])
-    inst = load_h36m_instances(tmp_path / TRAIN_FILE, "train")
+def test_flip_swaps_pairs_and_keeps_depth(tmp_path, h36m_files):
+    h36m_files.write_h36m_file(tmp_path, h36m_files.TRAIN_FILE, ["s_01_act_02_subact_01_ca_01"])
+    inst = load_h36m_instances(tmp_path / h36m_files.TRAIN_FILE, "train")
     plain = CocoPoseDataset(inst, tmp_path / "h36m/images", TrainTransform(CFG, NO_AUG))[0]
     flip = dataclasses.replace(NO_AUG, flip_prob=1.0)
     flipped = CocoPoseDataset(inst, tmp_path / "h36m/images", TrainTransform(CFG, flip))[0]
@@ -156,13 +80,13 @@ def test_flip_swaps_pairs_and_keeps_depth(tmp_path):
 @pytest.mark.parametrize("case, message", [
     ("train_subject_in_test", "S9 and S11 only"), ("no_test_subject", "S9 and S11 only"),
     ("test_subject_in_train", "trains on S1"), ("no_camera", "no camera parameters")])
-def test_wrong_protocol_and_missing_cameras_are_one_line_errors(tmp_path, case, message):
-    split, rel = ("train", TRAIN_FILE) if case == "test_subject_in_train" else ("test", TEST_FILE)
+def test_wrong_protocol_and_missing_cameras_are_one_line_errors(tmp_path, case, message, h36m_files):
+    split, rel = ("train", h36m_files.TRAIN_FILE) if case == "test_subject_in_train" else ("test", h36m_files.TEST_FILE)
     names = {"train_subject_in_test": ["s_09_act_02_subact_01_ca_01", "s_01_act_02_subact_01_ca_01"],
              "no_test_subject": ["s_05_act_02_subact_01_ca_01"],
              "test_subject_in_train": ["s_01_act_02_subact_01_ca_01", "s_11_act_02_subact_01_ca_01"],
              "no_camera": ["s_09_act_02_subact_01_ca_01"]}[case]
-    data = write_h36m_file(tmp_path, rel, names)
+    data = h36m_files.write_h36m_file(tmp_path, rel, names)
     if case == "no_camera":
         del data["images"][0]["cam_param"]["f"]
         (tmp_path / rel).write_text(json.dumps(data))
@@ -171,27 +95,27 @@ def test_wrong_protocol_and_missing_cameras_are_one_line_errors(tmp_path, case, 
     assert "\n" not in str(err.value) and str(tmp_path / rel) in str(err.value)
 
 
-def test_annotations_at_fault_give_one_counted_warning(tmp_path):
+def test_annotations_at_fault_give_one_counted_warning(tmp_path, h36m_files):
     rng = np.random.default_rng(0)
-    bodies = [_body(rng) for _ in range(4)]
-    data = write_h36m_file(tmp_path, TEST_FILE, [f"s_09_act_0{a}_subact_01_ca_01" for a in (2, 3, 4, 6)],
+    bodies = [h36m_files.body(rng) for _ in range(4)]
+    data = h36m_files.write_h36m_file(tmp_path, h36m_files.TEST_FILE, [f"s_09_act_0{a}_subact_01_ca_01" for a in (2, 3, 4, 6)],
                            bodies=bodies)
     data["annotations"][1]["keypoints_world"][3][0] = float("nan")
     data["annotations"][2]["keypoints_world"][13] = [9000.0, 0.0, 900.0]   # wrist 9 m to the side
-    (tmp_path / TEST_FILE).write_text(json.dumps(data))
+    (tmp_path / h36m_files.TEST_FILE).write_text(json.dumps(data))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        inst = load_h36m_instances(tmp_path / TEST_FILE, "test")
+        inst = load_h36m_instances(tmp_path / h36m_files.TEST_FILE, "test")
     found = [w for w in caught if issubclass(w.category, H36MDataWarning)]
     assert len(found) == 1
     text = str(found[0].message)
     assert "2 annotation(s)" in text and "annotation 102 (image 2): non_finite" in text
-    assert "annotation 103 (image 3): far_from_box" in text and str(tmp_path / TEST_FILE) in text
+    assert "annotation 103 (image 3): far_from_box" in text and str(tmp_path / h36m_files.TEST_FILE) in text
     assert list(inst.ann_ids) == [101, 104] and inst.skipped == {"at_fault": 2}
 
 
-def test_mpii_is_2d_only_and_goes_through_the_2d_flow(tmp_path):
-    write_tiny_h36m(tmp_path)
+def test_mpii_is_2d_only_and_goes_through_the_2d_flow(tmp_path, h36m_files):
+    h36m_files.write_tiny_h36m(tmp_path)
     cfg = _cfg(tmp_path)
     mpii = build_mpii_dataset(cfg)
     sample = mpii[0]
@@ -218,8 +142,8 @@ def test_mixed_set_walks_h36m_then_draws_mpii():
     assert [again[i] for i in range(5, 10)] == second
 
 
-def test_a_perfect_prediction_scores_zero_mpjpe(tmp_path):
-    write_tiny_h36m(tmp_path)
+def test_a_perfect_prediction_scores_zero_mpjpe(tmp_path, h36m_files):
+    h36m_files.write_tiny_h36m(tmp_path)
     cfg = _cfg(tmp_path)
     data = build_h36m_dataset(cfg, train=False)
     inst = data.instances
@@ -234,8 +158,8 @@ def test_a_perfect_prediction_scores_zero_mpjpe(tmp_path):
     assert metrics.num_samples == 4
 
 
-def test_preset_data_fields_fit_the_layout():
+def test_preset_data_fields_fit_the_layout(h36m_files):
     cfg = resolve_config("256x192_res50_3d_h36mmpii-flow")
-    assert cfg.data.train_annotation_file == TRAIN_FILE and cfg.data.val_annotation_file == TEST_FILE
+    assert cfg.data.train_annotation_file == h36m_files.TRAIN_FILE and cfg.data.val_annotation_file == h36m_files.TEST_FILE
     assert cfg.data.train_image_dir == cfg.data.val_image_dir == "h36m/images"
     assert cfg.model.input_hw == (256, 256) and cfg.model.box_factor == 1.0 and cfg.model.depth_range_mm == 2000

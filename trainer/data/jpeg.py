@@ -107,7 +107,8 @@ def _tiff_orientation(tiff: bytes) -> int:
     order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
     if order is None or len(tiff) < 8:
         return 1
-    num = lambda at, size: int.from_bytes(tiff[at:at + size], order)
+    def num(at, size):
+        return int.from_bytes(tiff[at:at + size], order)
     ifd = num(4, 4)
     for i in range(num(ifd, 2) if ifd + 2 <= len(tiff) else 0):
         entry = ifd + 2 + 12 * i

@@ -48,7 +48,8 @@ def collate(samples: list[PoseSample | None]) -> PoseBatch | None:
     samples = [s for s in samples if s is not None]
     if not samples:
         return None
-    stack = lambda name, dtype: torch.from_numpy(np.stack([getattr(s, name) for s in samples]).astype(dtype))
+    def stack(name, dtype):
+        return torch.from_numpy(np.stack([getattr(s, name) for s in samples]).astype(dtype))
     images = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).contiguous()
     return PoseBatch(images, stack("target", np.float32), stack("weight", np.float32),
                      stack("crop_from_image", np.float32), stack("center_px", np.float32),
