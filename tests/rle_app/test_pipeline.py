@@ -1,4 +1,5 @@
-"""rle_app.pipeline (with loading, media, units3d) and the UI handlers without a server: left stays left, bad inputs, 3D mm, demo model."""
+"""rle_app.pipeline (with loading, media, units3d) and the UI handlers without a server: left stays left,
+bad inputs, 3D mm, demo model."""
 import json
 
 import cv2
