@@ -22,8 +22,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from models import build_model, coco_config  # noqa: E402
-from rle_app.pipeline import (DEMO_CHECKPOINT, FramePoses, PosePipeline, StreamState, annotate,  # noqa: E402
-                              load_pose_models)
+from rle_app.draw import annotate  # noqa: E402
+from rle_app.loading import DEMO_CHECKPOINT, load_pose_models  # noqa: E402
+from rle_app.pipeline import FramePoses, PosePipeline, StreamState  # noqa: E402
 from trainer.data.figures import (body_points, lerp_pose, look_at, place_body, sample_pose,  # noqa: E402
                                   sample_shape)
 from trainer.data.synthetic_render import render_scene  # noqa: E402

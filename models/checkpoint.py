@@ -10,12 +10,12 @@ by key with shape checks. Everything loads with ``torch.load(weights_only=True)`
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from .config import PoseModelConfig, coco_config, h36m_config
+from .files import atomic_path
 from .pose_model import RLEPoseModel, build_model
 
 FORMAT = "rle-pose"
@@ -47,19 +47,12 @@ def save_checkpoint(path: str | os.PathLike, model: RLEPoseModel, **extra) -> Pa
 
 
 def save_atomic(payload: dict, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temp file in the same folder, fsync, then ``os.replace``."""
+    """``torch.save`` through ``models.files.atomic_path`` (temp file beside it, fsync, rename);
+    the folder is created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 

@@ -68,6 +68,16 @@ def apply_affine(mat: np.ndarray, points: np.ndarray) -> np.ndarray:
     return np.einsum("nij,nkj->nki", mat[:, :, :2], np.asarray(points, np.float64)) + mat[:, None, :, 2]
 
 
+def crop_wh_px(image_from_crop: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
+    """(N, 2) width, height in image px of the region each crop covers, from maps (N, 2, 3).
+
+    ``image_from_crop`` is a similarity (scale s image px per crop px, any rotation): each column
+    of its linear part has norm s, so the crop's W x H pixels cover (s W, s H) image px.
+    """
+    lin = np.asarray(image_from_crop, np.float64).reshape(-1, 2, 3)[:, :, :2]
+    return np.linalg.norm(lin, axis=1) * np.array([input_hw[1], input_hw[0]], np.float64)
+
+
 def crop_to_norm(points_crop: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
     """Crop pixels (..., 2) -> normalised [-0.5, 0.5] coordinates (u = x / W - 0.5)."""
     hw = np.array([input_hw[1], input_hw[0]], dtype=np.float64)

@@ -2,6 +2,7 @@
 
     predictor = Predictor(load_model("coco-laplace-rle.pth"), flip=True)
     result = predictor(image_rgb, boxes_xyxy)        # result.keypoints (N, K, 2) px
+    plain = predictor(image_rgb, boxes_xyxy, flip=False)   # flip test chosen per call
 
 All boxes of an image go through one forward pass. The crop is the reference's (box -> centre and
 size at the model's aspect ratio, times the box factor, one bilinear affine warp); the inverse of
@@ -30,6 +31,8 @@ class PosePrediction:
         z): sqrt of the covariance diagonal. Not a calibrated standard deviation.
     covariance_px: (N, K, 2, 2) diag(sigma_crop^2) mapped through the inverse crop affine.
     confidence: (N, K) in [0, 1], 1 - mean(sigma in normalised units) (the official score).
+    crop_wh_px: (N, 2) float32 width, height in image px of the region each crop covered (the
+        box at the model's input aspect times the box factor); None when not known.
     """
 
     boxes_xyxy: np.ndarray
@@ -37,6 +40,7 @@ class PosePrediction:
     sigma: np.ndarray
     covariance_px: np.ndarray
     confidence: np.ndarray
+    crop_wh_px: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.boxes_xyxy)
@@ -70,7 +74,8 @@ def forward_with_flip(model: RLEPoseModel, x: torch.Tensor, flip: bool) -> PoseO
 
 
 def decode(out: PoseOutput, crop_from_image: np.ndarray, config, boxes_xyxy: np.ndarray) -> PosePrediction:
-    """Model output in the normalised crop frame -> PosePrediction in image pixels."""
+    """Model output in the normalised crop frame -> PosePrediction in image pixels (with each
+    crop's size in image px, read from the same ``crop_from_image`` maps (N, 2, 3))."""
     mu = out.mu.float().cpu().numpy().astype(np.float64)
     sigma = out.sigma.float().cpu().numpy().astype(np.float64)
     image_from_crop = geometry.invert_affine(crop_from_image)
@@ -84,14 +89,16 @@ def decode(out: PoseOutput, crop_from_image: np.ndarray, config, boxes_xyxy: np.
         boxes_xyxy=np.asarray(boxes_xyxy, np.float32).reshape(-1, 4),
         keypoints=xy_px.astype(np.float32), sigma=sig.astype(np.float32),
         covariance_px=cov.astype(np.float32),
-        confidence=(1.0 - sigma.mean(axis=-1)).astype(np.float32))
+        confidence=(1.0 - sigma.mean(axis=-1)).astype(np.float32),
+        crop_wh_px=geometry.crop_wh_px(image_from_crop, config.input_hw).astype(np.float32))
 
 
 def empty_prediction(config) -> PosePrediction:
+    """A PosePrediction of no people (every array with N = 0)."""
     k, d = config.num_joints, config.dims
     return PosePrediction(np.zeros((0, 4), np.float32), np.zeros((0, k, d), np.float32),
                           np.zeros((0, k, d), np.float32), np.zeros((0, k, 2, 2), np.float32),
-                          np.zeros((0, k), np.float32))
+                          np.zeros((0, k), np.float32), np.zeros((0, 2), np.float32))
 
 
 class Predictor:
@@ -99,7 +106,8 @@ class Predictor:
 
     Args:
         model: an RLEPoseModel (put in eval mode here).
-        flip: flip test (mirror pass averaged in), as the reference's evaluation.
+        flip: the default of the flip test (mirror pass averaged in, as the reference's
+            evaluation); each call may choose otherwise.
         device: where to run; defaults to the model's device.
     """
 
@@ -109,8 +117,9 @@ class Predictor:
         self.config = model.config
         self.flip = flip
 
-    def __call__(self, image_rgb: np.ndarray, boxes_xyxy: np.ndarray) -> PosePrediction:
-        """image_rgb: (H, W, 3) uint8 RGB; boxes_xyxy: (N, 4) px. Returns a PosePrediction."""
+    def __call__(self, image_rgb: np.ndarray, boxes_xyxy: np.ndarray, *, flip: bool | None = None) -> PosePrediction:
+        """image_rgb: (H, W, 3) uint8 RGB; boxes_xyxy: (N, 4) px; ``flip``: flip test for this call
+        (None: the predictor's default). Returns a PosePrediction."""
         image = np.asarray(image_rgb)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
@@ -121,5 +130,5 @@ class Predictor:
         x = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2)
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        out = forward_with_flip(self.model, x, self.flip)
+        out = forward_with_flip(self.model, x, self.flip if flip is None else flip)
         return decode(out, mats, self.config, boxes)

@@ -16,13 +16,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
 import types
 import zipfile
 from pathlib import Path
+
+from models.files import atomic_path
 
 WHEEL_VERSION = "0.10.21"
 MEMBERS = {  # bundle name -> (path inside the wheel, input normalisation mean, std)
@@ -77,14 +78,8 @@ def build_task(wheel: Path, out: Path) -> Path:
         models = {bundle: with_image_metadata(zf.read(member), Path(bundle).stem, mean, std)
                   for bundle, (member, mean, std) in MEMBERS.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".part", dir=out.parent)
-    os.close(fd)
-    try:
-        bundle_utils.create_model_asset_bundle(models, tmp)  # ZIP_STORED, 4-byte aligned
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(out) as tmp:
+        bundle_utils.create_model_asset_bundle(models, str(tmp))  # ZIP_STORED, 4-byte aligned
     return out
 
 

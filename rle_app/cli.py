@@ -25,8 +25,10 @@ def build_app(checkpoint: str | None = None, checkpoint_3d: str | None = None, d
     ``video`` / ``image`` pre-fill their tabs (and select the tab); allowed_paths are the assets
     folder and those files, nothing else.
     """
-    from rle_app.pipeline import (ASSETS_DIR, DEMO_NOTICE, AppError, PosePipeline, load_pose_models,
-                                  resolve_detector, resolve_device)
+    from rle_app.detect import resolve_detector
+    from rle_app.errors import AppError
+    from rle_app.loading import ASSETS_DIR, DEMO_NOTICE, load_pose_models, resolve_device
+    from rle_app.pipeline import PosePipeline
     from rle_app.ui import build_demo
     for option, path in (("--video", video), ("--image", image), ("--detector-model", detector_model)):
         if path and not Path(path).is_file():
@@ -66,7 +68,7 @@ def main(checkpoint, checkpoint_3d, start, video, image, detector, detector_mode
     if threads:
         import torch
         torch.set_num_threads(threads)
-    from rle_app.pipeline import AppError
+    from rle_app.errors import AppError
     if sum(bool(x) for x in (start, video, image)) > 1:
         raise click.UsageError("give one of --webcam, --video PATH, --image PATH")
     try:

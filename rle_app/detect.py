@@ -4,22 +4,20 @@ Three implementations, chosen by name from the plain dict ``DETECTORS`` via ``bu
 
 * ``mediapipe``  MediaPipe Tasks ``PoseLandmarker``; boxes from its 33 landmarks. Needs a ``.task``
   bundle: ``model_path``, else the cache (``$RLE_POSE_CACHE`` or ``~/.cache/rle-pose``), else a
-  one-time download from Google's model storage. Offline, ``python -m rle_app.build_pose_task``
-  builds an equivalent bundle from the mediapipe 0.10.21 wheel.
+  one-time download from Google's model storage (``models.files.download_file``: verified,
+  atomic). Offline, ``python -m rle_app.build_pose_task`` builds an equivalent bundle from the
+  mediapipe 0.10.21 wheel.
 * ``hog``        OpenCV's built-in HOG + linear SVM people detector (upright full bodies); offline.
 * ``full-frame`` one box over the frame, for a single person filling a webcam view.
 
-Nothing is loaded at import or construction; the mediapipe model is resolved and opened on the
-first call. Errors are one line (``DetectorUnavailable``) naming the option and what to do.
+``resolve_detector`` turns the app's ``--detector`` choice (``auto`` included) into one of these
+names. Nothing is loaded at import or construction; the mediapipe model is resolved and opened on
+the first call. Errors are one line (``DetectorUnavailable``) naming the option and what to do.
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 import time
-import urllib.error
-import urllib.request
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,8 @@ from typing import Callable, Protocol
 import cv2
 import numpy as np
 
+from models.files import DownloadError, default_cache_dir, download_file
+from rle_app.errors import AppError
 from rle_app.tracking import nms_xyxy
 
 # Version 1 of the float16 bundles ("latest" may change under a pinned checksum).
@@ -139,36 +139,6 @@ class HogDetector:
         return Detections(boxes[keep].astype(np.float32), scores[keep].astype(np.float32))
 
 
-def default_cache_dir() -> Path:
-    """``$RLE_POSE_CACHE`` if set, else ``~/.cache/rle-pose``."""
-    return Path(os.environ.get("RLE_POSE_CACHE") or Path.home() / ".cache" / "rle-pose")
-
-
-def download_file(url: str, dest: Path, sha256: str | None, timeout_s: float = DOWNLOAD_TIMEOUT_S) -> Path:
-    """Stream ``url`` to a temp file beside ``dest``, check ``sha256`` if given, rename atomically.
-
-    Raises ``DetectorUnavailable`` (one line) on network errors or a checksum mismatch.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
-    try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout_s) as response:
-            while chunk := response.read(1 << 20):
-                digest.update(chunk)
-                out.write(chunk)
-        if sha256 is not None and digest.hexdigest() != sha256:
-            raise DetectorUnavailable(f"{url}: sha256 {digest.hexdigest()} != expected {sha256}; "
-                                      f"delete {dest} and retry, or pass model_path")
-        os.replace(tmp_name, dest)
-    except (urllib.error.URLError, OSError, TimeoutError) as err:
-        raise DetectorUnavailable(f"cannot download {url} ({type(err).__name__}: {err})") from None
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-    return dest
-
-
 def resolve_pose_task(model_path: str | os.PathLike | None, variant: str = "lite",
                       cache_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
     """Path of a PoseLandmarker ``.task``: ``model_path``, else the cache, else a download.
@@ -191,8 +161,8 @@ def resolve_pose_task(model_path: str | os.PathLike | None, variant: str = "lite
     if not download:
         raise DetectorUnavailable(f"mediapipe: {dest} is missing; {how}")
     try:
-        return download_file(url, dest, MEDIAPIPE_MODEL_SHA256[variant])
-    except DetectorUnavailable as err:
+        return download_file(url, dest, MEDIAPIPE_MODEL_SHA256[variant], timeout_s=DOWNLOAD_TIMEOUT_S)
+    except DownloadError as err:
         raise DetectorUnavailable(f"mediapipe: {err}; {how}") from None
 
 
@@ -325,3 +295,20 @@ def build_detector(name: str, **options) -> PersonDetector:
     if name not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
     return DETECTORS[name](**options)
+
+
+def resolve_detector(name: str, detector_model: str | None = None, download: bool = True) -> tuple[str, str]:
+    """``auto`` -> ``mediapipe`` when its ``.task`` is found or downloaded, else ``full-frame``.
+
+    Returns (detector name, notice): the notice is "" or one line saying how to get mediapipe.
+    Raises ``AppError`` for a name that is neither ``auto`` nor in ``DETECTORS``.
+    """
+    if name != "auto":
+        if name not in DETECTORS:
+            raise AppError(f"--detector {name}: choose auto, {', '.join(DETECTORS)}")
+        return name, ""
+    try:
+        resolve_pose_task(detector_model, download=download)
+        return "mediapipe", ""
+    except DetectorUnavailable as err:
+        return "full-frame", f"Detector: full frame (one person filling the view), because {err}"

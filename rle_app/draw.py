@@ -15,15 +15,19 @@ confidence.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import cv2
 import numpy as np
 from matplotlib.figure import Figure
 
+if TYPE_CHECKING:
+    from rle_app.pipeline import FramePoses
+
 LEFT_RGB, RIGHT_RGB, MID_RGB = (255, 140, 0), (30, 144, 255), (50, 205, 50)
 BOX_RGB, TEXT_RGB = (255, 255, 255), (255, 255, 255)
 ELLIPSE_FILL_ALPHA = 0.3
+ELLIPSE_LEVEL = 0.6827  # the app's nominal Gaussian mass inside a drawn ellipse
 _SHIFT = 4  # cv2 fixed-point bits: sub-pixel centres and axes (1/16 px)
 
 
@@ -165,6 +169,17 @@ def draw_poses(image_rgb: np.ndarray, keypoints: np.ndarray, confidence: np.ndar
         legend = f"ellipses: nominal {100 * ellipse_level:.0f}% Gaussian level (r={r:.2f}); outline = confidence"
         _draw_text(canvas, legend, (8, canvas.shape[0] - 8 * unit), 0.4 * unit)
     return canvas
+
+
+def annotate(image_rgb: np.ndarray, poses: "FramePoses", config, conf_threshold: float = 0.3,
+             ellipse_scale: float = 1.0, fps: float | None = None) -> np.ndarray:
+    """The app's drawing of one frame's poses: boxes, skeleton (smoothed when present), ellipses of
+    the predicted covariance (nominal ``ELLIPSE_LEVEL``), track labels -> a new (H, W, 3) uint8 RGB."""
+    kpts = poses.smoothed if poses.smoothed is not None else poses.pred.keypoints
+    return draw_poses(image_rgb, kpts, poses.pred.confidence, poses.pred.covariance_px, config.edges,
+                      boxes_xyxy=poses.boxes_xyxy, conf_threshold=conf_threshold, ellipse_scale=ellipse_scale,
+                      ellipse_level=ELLIPSE_LEVEL, fps=fps, labels=[f"#{i}" for i in poses.track_ids],
+                      joint_names=config.joint_names)
 
 
 def _display_xyz(joints_mm: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ def main() -> None:
         sys.path.insert(0, root)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from rle_app.cli import build_app
-    from rle_app.pipeline import AppError
+    from rle_app.errors import AppError
     env = os.environ.get
     try:
         demo, allowed = build_app(env("RLE_CHECKPOINT"), env("RLE_CHECKPOINT_3D"), env("RLE_DETECTOR", "auto"),

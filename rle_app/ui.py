@@ -1,5 +1,6 @@
 """``build_demo(pipeline)``: the Gradio layout and its events. Handlers are thin: they call
-``rle_app.pipeline`` and turn its one-line ``AppError`` into ``gr.Error`` (never a traceback).
+``rle_app.pipeline`` / ``rle_app.media`` and turn their one-line ``AppError`` into ``gr.Error``
+(never a traceback).
 
 Webcam streaming (gradio 6): the browser captures a frame every ``stream_every`` seconds but sends
 none while the previous one is still being processed (the frontend's stream state is "waiting"),
@@ -27,9 +28,12 @@ import gradio as gr
 import numpy as np
 
 from rle_app.detect import DETECTORS
-from rle_app.draw import figure_3d
-from rle_app.pipeline import (ASSETS_DIR, ELLIPSE_LEVEL, SIGMA_NOTE, AppError, FramePoses, PosePipeline, StreamState,
-                              annotate, document, frame_record, joints_mm, model_info, process_video, sigma_mm)
+from rle_app.draw import ELLIPSE_LEVEL, annotate, figure_3d
+from rle_app.errors import AppError
+from rle_app.loading import ASSETS_DIR
+from rle_app.media import SIGMA_NOTE, document, frame_record, model_info, process_video
+from rle_app.pipeline import FramePoses, PosePipeline, StreamState
+from rle_app.units3d import person_mm
 
 MIRROR_PREVIEW = True        # gradio mirrors the webcam preview AND the frames it sends
 STREAM_EVERY_S = 0.05        # capture at most 20 frames/s; frames are skipped while one is pending
@@ -117,9 +121,9 @@ class Handlers:
             return None
         poses: FramePoses = kept[1]
         n, cfg = int(min(max(person, 0), len(poses.boxes_xyxy) - 1)), self.pipe.predictor_3d.config
-        fig = figure_3d(joints_mm(poses.pred_3d, n, poses.crop_px[n], cfg.depth_range_mm, cfg.root_index),
-                        cfg.edges, sigma_mm(poses.pred_3d, n, poses.crop_px[n], cfg.depth_range_mm),
-                        cfg.joint_names, title=f"person #{poses.track_ids[n]} (mm, root-relative)")
+        joints, sigma = person_mm(poses.pred_3d, n, cfg)
+        fig = figure_3d(joints, cfg.edges, sigma, cfg.joint_names,
+                        title=f"person #{poses.track_ids[n]} (mm, root-relative)")
         fig.axes[0].view_init(elev=float(elev), azim=float(azim))
         return fig
 

@@ -139,7 +139,7 @@ def eval_coco(checkpoint, data_root, boxes, score_threshold, flip, out_path, res
     from trainer.data.loader import build_val_loader
     from trainer.engine import resolve_device
     from trainer.evaluate import evaluate_coco_loader
-    from trainer.io import write_json_atomic
+    from models.files import write_json_atomic
     dev = resolve_device(device)
     model = load_model(checkpoint, dev)
     if model.config.dims != 2:
@@ -186,7 +186,7 @@ def eval_h36m(checkpoint, data_root, flip, out_path, batch_size, workers, device
     from trainer.data.h36m import build_val_loader
     from trainer.engine import resolve_device
     from trainer.evaluate import evaluate_h36m_loader
-    from trainer.io import write_json_atomic
+    from models.files import write_json_atomic
     dev = resolve_device(device)
     model = load_model(checkpoint, dev)
     if model.config.dims != 3:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import torch
 import yaml
 
 from models.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from models.files import atomic_path, write_bytes_atomic
 
 
 @dataclass
@@ -48,13 +50,12 @@ def save_training_checkpoint(run_dir: Path, model, optimizer, scheduler, epoch: 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
     """Make ``dst`` the same file as ``src`` atomically (hard link when possible, else a copy)."""
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        tmp.write_bytes(src.read_bytes())
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        tmp.unlink()                      # os.link needs a free name; atomic_path reserved this one
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
 
 
 def find_resume(resume: str | None, run_dir: Path) -> Path | None:
@@ -118,6 +119,4 @@ class MetricsLog:
 
 def write_run_config(run_dir: Path, train_config: dict) -> None:
     """The resolved config as YAML in the run directory (atomic)."""
-    tmp = run_dir / ".config.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(train_config, sort_keys=False))
-    os.replace(tmp, run_dir / "config.yaml")
+    write_bytes_atomic(run_dir / "config.yaml", yaml.safe_dump(train_config, sort_keys=False).encode("utf-8"))

@@ -63,3 +63,9 @@ def test_warp_puts_the_centre_pixel_at_the_crop_centre():
     crop = geometry.warp_crops(image, mats, (16, 12))[0]
     assert crop.shape == (16, 12, 3)
     assert crop[8, 6, 0] == 255 and crop.sum() == 255 * 3
+
+
+def test_crop_size_is_read_back_from_a_rotated_map():
+    center, size = np.array([[50.0, 80.0]]), np.array([[120.0, 160.0]])     # aspect 3:4 like 64x48
+    mats = geometry.crop_from_image(center, size, 30.0, (64, 48))
+    np.testing.assert_allclose(geometry.crop_wh_px(geometry.invert_affine(mats), (64, 48)), size)

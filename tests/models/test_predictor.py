@@ -98,3 +98,24 @@ def test_flip_average_is_consistent_with_the_one_pixel_shift():
     # sigma of the mirrored pass is swapped left/right before averaging
     expected = (plain.sigma + plain.sigma[:, [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15]]) / 2
     torch.testing.assert_close(flipped.sigma, expected)
+
+
+def test_prediction_carries_the_crop_size_at_the_models_aspect():
+    cfg = coco_config("resnet18", input_hw=(64, 48))            # W/H = 0.75, box factor 1.25
+    model = build_model(cfg)
+    boxes = np.array([[10.0, 20.0, 40.0, 100.0], [0.0, 0.0, 90.0, 60.0]])   # tall 30x80, wide 90x60
+    pred = Predictor(model)(np.zeros((120, 160, 3), np.uint8), boxes)
+    # tall box: height kept, width = 80 * 0.75; wide box: width kept, height = 90 / 0.75
+    np.testing.assert_allclose(pred.crop_wh_px, [[60 * 1.25, 80 * 1.25], [90 * 1.25, 120 * 1.25]], rtol=1e-6)
+
+
+def test_flip_is_chosen_per_call_without_changing_the_default():
+    model = build_model(coco_config("resnet18", input_hw=(64, 48))).eval()
+    image = np.random.default_rng(0).integers(0, 255, (100, 80, 3), np.uint8)
+    boxes = np.array([[10.0, 5.0, 60.0, 95.0]])
+    plain, flipping = Predictor(model, flip=False), Predictor(model, flip=True)
+    with_flip = plain(image, boxes, flip=True)
+    np.testing.assert_allclose(with_flip.keypoints, flipping(image, boxes).keypoints, atol=1e-5)
+    np.testing.assert_allclose(flipping(image, boxes, flip=False).keypoints, plain(image, boxes).keypoints, atol=1e-5)
+    assert plain.flip is False and flipping.flip is True
+    assert np.abs(with_flip.keypoints - plain(image, boxes).keypoints).max() > 1e-3   # the flip did something

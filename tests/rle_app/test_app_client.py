@@ -15,7 +15,7 @@ from gradio_client import Client, handle_file
 
 from models import build_model, coco_config, h36m_config
 from rle_app.cli import build_app
-from rle_app.pipeline import ASSETS_DIR
+from rle_app.loading import ASSETS_DIR
 
 MU_2D = np.stack([np.linspace(-0.3, 0.3, 17), np.linspace(-0.4, 0.4, 17)], axis=1)
 SIGMA = 0.05

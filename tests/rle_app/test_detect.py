@@ -1,6 +1,4 @@
-"""rle_app/detect.py and rle_app/tracking.py: detectors, model download, NMS, box tracking."""
-import hashlib
-import io
+"""rle_app/detect.py and rle_app/tracking.py: detectors, the mediapipe model cache, NMS, box tracking."""
 import os
 import time
 import urllib.error
@@ -10,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from models import files
 from rle_app import detect
 from rle_app.tracking import BoxTracker, box_iou, nms_xyxy
 
@@ -84,7 +83,7 @@ def test_mediapipe_missing_model_path_is_one_line():
 def test_mediapipe_offline_gives_one_line_error_quickly(tmp_path, monkeypatch):
     def no_network(url, timeout):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-    monkeypatch.setattr(detect.urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(files.urllib.request, "urlopen", no_network)
     monkeypatch.setenv("RLE_POSE_CACHE", str(tmp_path))
     det = detect.build_detector("mediapipe")          # construction does no work
     start = time.perf_counter()
@@ -99,23 +98,8 @@ def test_mediapipe_offline_gives_one_line_error_quickly(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []               # no partial file left behind
 
 
-def _serve(monkeypatch, payload: bytes):
-    monkeypatch.setattr(detect.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(payload))
-
-
-def test_download_checks_sha256_and_renames_atomically(tmp_path, monkeypatch):
-    payload = os.urandom(3 << 20)
-    _serve(monkeypatch, payload)
-    dest = tmp_path / "cache" / "m.task"
-    assert detect.download_file("http://x/m.task", dest, hashlib.sha256(payload).hexdigest()) == dest
-    assert dest.read_bytes() == payload and sorted(p.name for p in dest.parent.iterdir()) == ["m.task"]
-    with pytest.raises(detect.DetectorUnavailable, match="sha256 .* != expected 00"):
-        detect.download_file("http://x/m.task", tmp_path / "bad.task", "00" * 32)
-    assert not (tmp_path / "bad.task").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
-
-
 def test_cached_model_is_used_without_network(tmp_path, monkeypatch):
-    monkeypatch.setattr(detect.urllib.request, "urlopen", lambda *a, **k: pytest.fail("network used"))
+    monkeypatch.setattr(files.urllib.request, "urlopen", lambda *a, **k: pytest.fail("network used"))
     (tmp_path / "pose_landmarker_full.task").write_bytes(b"x")
     path = detect.resolve_pose_task(None, "full", cache_dir=tmp_path)
     assert path == tmp_path / "pose_landmarker_full.task"

@@ -1,4 +1,5 @@
-"""rle_app.pipeline and the UI handlers without a server: left stays left, bad inputs, 3D mm, demo model."""
+"""rle_app.pipeline (with loading, media, units3d) and the UI handlers without a server: left stays left,
+bad inputs, 3D mm, demo model."""
 import json
 
 import cv2
@@ -9,9 +10,11 @@ from click.testing import CliRunner
 
 from models import build_model, coco_config, h36m_config
 from models.checkpoint import save_checkpoint
-from models.predictor import PosePrediction
+from models.predictor import PosePrediction, crops_for_boxes
+from rle_app import detect, loading, media, units3d
 from rle_app import pipeline as pl
 from rle_app.cli import main
+from rle_app.errors import AppError
 from rle_app.ui import MIRROR_PREVIEW, Handlers
 
 LEFT_WRIST = 9  # COCO-17
@@ -24,7 +27,7 @@ class MarkerPredictor:
     def __init__(self, config):
         self.config, self.flip, self.last = config, False, None
 
-    def __call__(self, image_rgb, boxes_xyxy):
+    def __call__(self, image_rgb, boxes_xyxy, flip=False):
         boxes = np.asarray(boxes_xyxy, np.float32).reshape(-1, 4)
         n, k = len(boxes), self.config.num_joints
         kpts = np.repeat(((boxes[:, :2] + boxes[:, 2:]) / 2)[:, None], k, axis=1)
@@ -68,7 +71,7 @@ def test_video_json_has_every_frame_raw_and_smoothed(tmp_path):
         writer.write(frame)
     writer.release()
     calls = []
-    doc = pl.process_video(_marker_pipeline(), path, tmp_path / "out.webm", "full-frame", smooth=True,
+    doc = media.process_video(_marker_pipeline(), path, tmp_path / "out.webm", "full-frame", smooth=True,
                            progress=lambda i, n: calls.append((i, n)))
     assert len(doc["frames"]) == 6 and calls[-1] == (6, 6)
     xs = [f["people"][0]["keypoints"][LEFT_WRIST][0] for f in doc["frames"]]
@@ -81,12 +84,12 @@ def test_video_json_has_every_frame_raw_and_smoothed(tmp_path):
 def test_bad_videos_give_one_line_errors(tmp_path):
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(b"not a video" * 100)
-    with pytest.raises(pl.AppError, match="cannot read this video"):
-        pl.process_video(_marker_pipeline(), garbage, tmp_path / "o.webm")
+    with pytest.raises(AppError, match="cannot read this video"):
+        media.process_video(_marker_pipeline(), garbage, tmp_path / "o.webm")
     empty = tmp_path / "empty.avi"
     cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48)).release()
-    with pytest.raises(pl.AppError, match="no frames"):
-        pl.process_video(_marker_pipeline(), empty, tmp_path / "o.webm")
+    with pytest.raises(AppError, match="no frames"):
+        media.process_video(_marker_pipeline(), empty, tmp_path / "o.webm")
 
 
 def test_checkpoint_errors_name_the_option(tmp_path):
@@ -94,44 +97,44 @@ def test_checkpoint_errors_name_the_option(tmp_path):
     save_checkpoint(tmp_path / "c2.pth", build_model(coco_config("resnet18", **small)))
     save_checkpoint(tmp_path / "c3.pth", build_model(h36m_config("resnet18", **small)))
     cpu = torch.device("cpu")
-    with pytest.raises(pl.AppError, match="--checkpoint .*no such file"):
-        pl.load_pose_models(str(tmp_path / "missing.pth"), None, cpu)
-    with pytest.raises(pl.AppError, match="a 3D model; pass it as --checkpoint-3d"):
-        pl.load_pose_models(str(tmp_path / "c3.pth"), None, cpu)
-    with pytest.raises(pl.AppError, match="a 2D model; pass it as --checkpoint$"):
-        pl.load_pose_models(None, str(tmp_path / "c2.pth"), cpu)
+    with pytest.raises(AppError, match="--checkpoint .*no such file"):
+        loading.load_pose_models(str(tmp_path / "missing.pth"), None, cpu)
+    with pytest.raises(AppError, match="a 3D model; pass it as --checkpoint-3d"):
+        loading.load_pose_models(str(tmp_path / "c3.pth"), None, cpu)
+    with pytest.raises(AppError, match="a 2D model; pass it as --checkpoint$"):
+        loading.load_pose_models(None, str(tmp_path / "c2.pth"), cpu)
     result = CliRunner().invoke(main, ["--checkpoint", str(tmp_path / "c3.pth")])
     assert result.exit_code == 1 and result.output.count("\n") == 1 and "--checkpoint-3d" in result.output
 
 
 def test_auto_detector_falls_back_with_a_notice(tmp_path, monkeypatch):
     monkeypatch.setenv("RLE_POSE_CACHE", str(tmp_path))
-    name, notice = pl.resolve_detector("auto", download=False)
+    name, notice = detect.resolve_detector("auto", download=False)
     assert name == "full-frame" and "build_pose_task" in notice and "\n" not in notice
     task = tmp_path / "pose_landmarker_lite.task"
     task.write_bytes(b"x")
-    assert pl.resolve_detector("auto", download=False) == ("mediapipe", "")
+    assert detect.resolve_detector("auto", download=False) == ("mediapipe", "")
 
 
 def test_joints_mm_is_weak_perspective_about_the_root():
     kpts = np.array([[[100.0, 200.0, 0.0], [150.0, 180.0, -40.0]]], np.float32)
     pred = PosePrediction(np.zeros((1, 4), np.float32), kpts, np.ones((1, 2, 3), np.float32),
                           np.zeros((1, 2, 2, 2), np.float32), np.ones((1, 2), np.float32))
-    out = pl.joints_mm(pred, 0, crop_px=400.0, depth_range_mm=2000.0, root=0)
+    out = units3d.joints_mm(pred, 0, crop_px=400.0, depth_range_mm=2000.0, root=0)
     np.testing.assert_allclose(out, [[0, 0, 0], [250.0, -100.0, -40.0]])
-    np.testing.assert_allclose(pl.sigma_mm(pred, 0, 400.0, 2000.0)[0], [5.0, 5.0, 1.0])
+    np.testing.assert_allclose(units3d.sigma_mm(pred, 0, 400.0, 2000.0)[0], [5.0, 5.0, 1.0])
 
 
 def test_demo_model_finds_the_figure_in_the_demo_image():
-    model, model_3d, path = pl.load_pose_models(None, None, torch.device("cpu"))
-    assert path == pl.DEMO_CHECKPOINT and model_3d is None and model.config.num_joints == 17
-    assert pl.DEMO_CHECKPOINT.stat().st_size < 4_000_000
-    image = cv2.cvtColor(cv2.imread(str(pl.ASSETS_DIR / "demo.jpg")), cv2.COLOR_BGR2RGB)
+    model, model_3d, path = loading.load_pose_models(None, None, torch.device("cpu"))
+    assert path == loading.DEMO_CHECKPOINT and model_3d is None and model.config.num_joints == 17
+    assert loading.DEMO_CHECKPOINT.stat().st_size < 4_000_000
+    image = cv2.cvtColor(cv2.imread(str(loading.ASSETS_DIR / "demo.jpg")), cv2.COLOR_BGR2RGB)
     poses = pl.PosePipeline(model, detector="full-frame").run_frame(image)
     box, kpts = poses.boxes_xyxy[0], poses.pred.keypoints[0]
     assert kpts.shape == (17, 2)
     assert ((kpts >= box[:2]) & (kpts <= box[2:])).all()
-    rec = pl.frame_record(poses, 0, 0.0)["people"][0]
+    rec = media.frame_record(poses, 0, 0.0)["people"][0]
     assert set(rec) >= {"box", "keypoints", "sigma", "confidence"} and len(rec["confidence"]) == 17
 
 
@@ -147,3 +150,25 @@ def test_3d_view_redraws_from_kept_poses_at_the_chosen_angle(tmp_path):
     assert (fig.axes[0].elev, fig.axes[0].azim) == (20, 30)
     redrawn = Handlers.redraw(kept, 0.0, 2.0, pipe.config)   # sliders: no model run
     assert redrawn.shape == drawn.shape and pipe.frames_processed == 1
+
+
+def test_3d_mm_use_the_3d_models_own_non_square_crop():
+    """2D model 64x48 (portrait box), 3D model 48x64 (landscape crop): x and y mm scales differ."""
+    cfg_3d = h36m_config("resnet18", input_hw=(48, 64))
+    model_3d = build_model(cfg_3d)
+    pipe = pl.PosePipeline(build_model(coco_config("resnet18", input_hw=(64, 48))).eval(), model_3d,
+                           detector="full-frame")
+    image = np.random.default_rng(3).integers(0, 255, (96, 128, 3), np.uint8)
+    poses = pipe.run_frame(image)
+    box = poses.boxes_xyxy[0]
+    np.testing.assert_allclose(box, [28, 0, 100, 96])            # 72x96: the 2D model's 3:4 aspect
+    np.testing.assert_allclose(poses.pred_3d.crop_wh_px[0], [128, 96])   # widened to 4:3, factor 1
+    # independent: mm straight from the model's normalised output, u * depth_range_mm
+    crops, _ = crops_for_boxes(image, box[None], cfg_3d)
+    with torch.no_grad():
+        out = model_3d.eval()(torch.from_numpy(crops).permute(0, 3, 1, 2))
+    mu, sig, d = out.mu[0].double().numpy(), out.sigma[0].double().numpy(), cfg_3d.depth_range_mm
+    joints, sigma = units3d.person_mm(poses.pred_3d, 0, cfg_3d)
+    np.testing.assert_allclose(joints[:, :2], (mu[:, :2] - mu[cfg_3d.root_index, :2]) * d, atol=1e-2)
+    np.testing.assert_allclose(joints[:, 2], mu[:, 2] * d, atol=1e-2)
+    np.testing.assert_allclose(sigma, sig * d, rtol=1e-4)

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from rle_app.pipeline import ASSETS_DIR, PosePipeline, load_pose_models
+from rle_app.loading import ASSETS_DIR, load_pose_models
+from rle_app.pipeline import PosePipeline
 from rle_app.ui import build_demo
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -32,8 +32,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from models.files import write_bytes_atomic
 from trainer.data.transforms import Decoded
-from trainer.io import write_bytes_atomic
 
 try:   # optional C extension (pyproject.toml ext-modules); absent -> OpenCV fallback
     from trainer.data import _jpeg_roi

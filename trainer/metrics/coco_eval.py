@@ -17,8 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
+from models.files import write_json_atomic
 from models.skeleton import COCO_OKS_SIGMAS
-from trainer.io import write_json_atomic
 
 _EPS = np.spacing(1)  # pycocotools adds this to the area
 
