@@ -20,7 +20,7 @@ def test_log_prob_matches_change_of_variables_from_autograd_jacobian():
         x = torch.randn(7, dims, dtype=torch.float64)
         expected = []
         for point in x:
-            jac = torch.autograd.functional.jacobian(lambda p: flow.inverse(p[None])[0][0], point)
+            jac = torch.autograd.functional.jacobian(lambda p, flow=flow: flow.inverse(p[None])[0][0], point)
             z = flow.inverse(point[None])[0][0]
             log_prior = -0.5 * float(z.detach() @ z.detach()) - 0.5 * dims * math.log(2 * math.pi)
             expected.append(log_prior + torch.linalg.slogdet(jac).logabsdet.item())

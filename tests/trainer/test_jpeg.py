@@ -62,7 +62,7 @@ def test_region_crops_equal_full_decode_crops(tmp_path, where, gray, restarts):
             ours = transform(_instance(BOXES[where]), reader, np.random.default_rng(seed))
             r = reader(ours.crop_from_image, CFG.input_hw).reduction
             whole = JpegReader(path, "full" if r == 1 else "reduced").whole(r)
-            full = transform(_instance(BOXES[where]), lambda mat, hw: whole, np.random.default_rng(seed))
+            full = transform(_instance(BOXES[where]), lambda mat, hw, whole=whole: whole, np.random.default_rng(seed))
             np.testing.assert_array_equal(full.target, ours.target)
             np.testing.assert_array_equal(full.weight, ours.weight)
             diff = np.abs(full.image.astype(int) - ours.image.astype(int))
