@@ -189,7 +189,7 @@ def main() -> None:
             print(f"| {input_hw[0]}x{input_hw[1]} | {name} | {r['samples_s']:.0f} | {r['decode']:.2f} | "
                   f"{r['warp']:.2f} | {r['rest']:.2f} | {r['total_ms']:.2f} | {share} |")
         base = results["baseline"]
-        def ratio(key):
+        def ratio(key, base=base, results=results):
             return base[key] / max(results["ours"][key], 1e-9)
         print(f"| {input_hw[0]}x{input_hw[1]} | **ratio baseline / ours** | **x{1 / ratio('samples_s'):.2f}** | "
               f"x{ratio('decode'):.2f} | x{ratio('warp'):.2f} | x{ratio('rest'):.2f} | x{ratio('total_ms'):.2f} | |")

@@ -75,7 +75,7 @@ def main() -> None:
     for head in ("rle", "l1"):
         tic = time.perf_counter()
         cfg = config(args, root, head, root / "runs" / head)
-        fit(cfg, echo=lambda line: print(f"[{head}] {line}"))
+        fit(cfg, echo=lambda line, head=head: print(f"[{head}] {line}"))
         seconds = time.perf_counter() - tic
         rows.append((f"{head}, {args.epochs} ep", last_metrics(cfg, root / "runs" / head), seconds))
     print(f"\n{args.backbone} {args.input}x{args.input}, {args.num_train} H36M + MPII train, "

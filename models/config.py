@@ -94,14 +94,14 @@ class PoseModelConfig:
                     list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "PoseModelConfig":
+    def from_dict(cls, data: dict) -> PoseModelConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
         return cls(**data)
 
-    def replace(self, **changes) -> "PoseModelConfig":
+    def replace(self, **changes) -> PoseModelConfig:
         return dataclasses.replace(self, **changes)
 
 

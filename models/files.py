@@ -20,7 +20,8 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 DOWNLOAD_TIMEOUT_S = 20.0
 CHUNK_BYTES = 1 << 20

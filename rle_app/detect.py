@@ -21,7 +21,8 @@ import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -63,7 +64,7 @@ class Detections:
     scores: np.ndarray
 
     @classmethod
-    def empty(cls) -> "Detections":
+    def empty(cls) -> Detections:
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
 
     def __len__(self) -> int:
@@ -276,7 +277,7 @@ class MediaPipeDetector:
             self._finalizer()
             self._landmarker = None
 
-    def __enter__(self) -> "MediaPipeDetector":
+    def __enter__(self) -> MediaPipeDetector:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -15,7 +15,8 @@ confidence.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -171,7 +172,7 @@ def draw_poses(image_rgb: np.ndarray, keypoints: np.ndarray, confidence: np.ndar
     return canvas
 
 
-def annotate(image_rgb: np.ndarray, poses: "FramePoses", config, conf_threshold: float = 0.3,
+def annotate(image_rgb: np.ndarray, poses: FramePoses, config, conf_threshold: float = 0.3,
              ellipse_scale: float = 1.0, fps: float | None = None) -> np.ndarray:
     """The app's drawing of one frame's poses: boxes, skeleton (smoothed when present), ellipses of
     the predicted covariance (nominal ``ELLIPSE_LEVEL``), track labels -> a new (H, W, 3) uint8 RGB."""

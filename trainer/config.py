@@ -160,7 +160,7 @@ class TrainConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict, source: str = "stored config") -> "TrainConfig":
+    def from_dict(cls, data: dict, source: str = "stored config") -> TrainConfig:
         """Inverse of ``to_dict`` (strict: unknown keys and bad values raise ConfigError)."""
         return _build(_flatten(data, source))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from trainer.data import loader as coco_loader
 from trainer.data import h36m as h36m_data

@@ -8,11 +8,29 @@ from models.pose_model import PoseOutput, build_model
 from models.predictor import Predictor, crops_for_boxes, decode, forward_with_flip
 
 
-def _targets_through_crop(keypoints_px, boxes, cfg):
+def _crop_maps_by_hand(boxes, cfg) -> np.ndarray:
+    """Image px -> crop px (N, 2, 3), written out from the rule, not from models.geometry: the box's
+    shorter side grown to the crop's aspect w/h, both sides x box_factor; the box centre goes to the
+    crop centre, the top-middle to the crop's top-middle, the left-middle to its left-middle. The
+    affine through those three point pairs is solved directly."""
     out_h, out_w = cfg.input_hw
-    center, size = geometry.boxes_to_center_scale(boxes, out_w / out_h, cfg.box_factor)
-    mats = geometry.crop_from_image(center, size, 0.0, cfg.input_hw)
-    return geometry.crop_to_norm(geometry.apply_affine(mats, keypoints_px), cfg.input_hw), mats
+    mats = []
+    for x1, y1, x2, y2 in np.asarray(boxes, np.float64):
+        cx, cy, w, h = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
+        w, h = (w, w * out_h / out_w) if w * out_h > h * out_w else (h * out_w / out_h, h)
+        w, h = w * cfg.box_factor, h * cfg.box_factor
+        src = np.array([[cx, cy, 1], [cx, cy - h / 2, 1], [cx - w / 2, cy, 1]])
+        dst = np.array([[out_w / 2, out_h / 2], [out_w / 2, 0], [0, out_h / 2]])
+        mats.append(np.linalg.solve(src, dst).T)
+    return np.array(mats)
+
+
+def _targets_through_crop(keypoints_px, boxes, cfg):
+    """Keypoints (N, K, 2) px -> normalised crop coordinates [-0.5, 0.5], and the hand-made maps."""
+    out_h, out_w = cfg.input_hw
+    mats = _crop_maps_by_hand(boxes, cfg)
+    crop = np.einsum("nij,nkj->nki", mats[:, :, :2], keypoints_px) + mats[:, None, :, 2]
+    return crop / [out_w, out_h] - 0.5, mats
 
 
 def test_keypoint_at_known_pixel_round_trips_within_0_01_px():
@@ -24,7 +42,7 @@ def test_keypoint_at_known_pixel_round_trips_within_0_01_px():
     image[int(kps[0, 0, 1]), int(kps[0, 0, 0])] = 255
     crops, mats = crops_for_boxes(image, boxes, cfg)
     target, mats_ref = _targets_through_crop(kps, boxes, cfg)
-    np.testing.assert_allclose(mats, mats_ref)
+    np.testing.assert_allclose(mats, mats_ref, rtol=1e-9, atol=1e-9)
     # the marked pixel shows up in the crop where the target says
     ys, xs = np.nonzero(crops[0, ..., 0])
     found = geometry.crop_to_norm(np.array([xs.mean(), ys.mean()]), cfg.input_hw)

@@ -2,6 +2,7 @@
 exact resume, the non-finite stop, gradient clipping, rle-eval, and one-line CLI errors."""
 import hashlib
 import json
+import math
 import shutil
 
 import pytest
@@ -50,7 +51,7 @@ def _check_run(run_dir, head, cls, steps):
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in lines if r["kind"] == "train"]
     assert [r["step"] for r in train] == list(range(1, steps + 1))
-    assert all(r["loss"] == r["loss"] for r in train)           # finite, logged every step
+    assert all(math.isfinite(r["loss"]) for r in train), train   # finite, logged every step
     epoch = [r for r in lines if r["kind"] == "epoch"][-1]
     assert 0.0 <= epoch["val_AP"] <= 1.0                          # validation ran through evaluate
     assert read_checkpoint(run_dir / "last.pth")["train_config"]["model"]["head"] == model.config.head
@@ -148,10 +149,16 @@ def test_rle_eval_prints_ap_and_writes_metrics(trained, data_root, tmp_path, box
         args += ["--boxes", str(data_root / DET)]
     result = CliRunner().invoke(eval_main, args)
     assert result.exit_code == 0, result.output
-    assert "AP" in result.output
     metrics = json.loads(out.read_text())
+    lines = result.output.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["AP", "AP50"])
+    printed = dict(zip(lines[header].split(), lines[header + 1].split(), strict=True))
     for key in ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50"):
-        assert key in metrics and (metrics[key] != metrics[key] or -1 <= metrics[key] <= 1)
+        value = metrics[key]
+        # pycocotools gives -1 for an area range without ground truth; anything else is in [0, 1]
+        assert math.isfinite(value) and (value == -1 or 0 <= value <= 1), (key, value)
+        assert printed[key] == ("-" if value == -1 else f"{100 * value:.1f}"), (key, printed[key], value)
+    assert 0 <= metrics["AP"] <= 1 and 0 <= metrics["AR"] <= 1   # the val split has ground truth
 
 
 def _one_line_error(result):

@@ -1,7 +1,6 @@
 """Synthetic data sets: valid COCO / Human3.6M / MPII files whose numbers agree with each other."""
 import json
 import re
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -128,10 +127,8 @@ def test_same_seed_same_bytes(tmp_path):
     assert len(jpegs) == 6 and all((a / p).read_bytes() == (b / p).read_bytes() for p in jpegs)
 
 
-def test_default_coco_generation_is_fast(tmp_path):
-    start = time.perf_counter()
+def test_default_coco_generation_writes_its_images(tmp_path):   # its speed: bench/bench_synthetic.py
     write_coco(tmp_path, SyntheticSpec())
-    assert time.perf_counter() - start < 5.0
     assert len(list((tmp_path / "images/train2017").glob("*.jpg"))) == 64
 
 

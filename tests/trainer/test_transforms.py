@@ -1,6 +1,8 @@
 """Transforms: targets land where an independent computation says; flip; half-body; 3D depth."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -106,14 +108,31 @@ def test_3d_depth_passes_through_flip_and_outside_rule():
 
 
 @pytest.mark.parametrize("mode", ["uniform", "clipped_normal"])
-def test_random_scale_and_rotation_ranges(mode):
+def test_random_scale_and_rotation_follow_their_distributions(mode):
     image, inst = _scene()
     aug = AugmentConfig(scale_factor=0.3, scale_mode=mode, rot_factor=30, rot_mode=mode, rot_prob=1.0,
                         flip_prob=0.0, half_body_prob=0.0)
     transform = TrainTransform(CFG, aug)
     rng = np.random.default_rng(0)
-    scales = [transform(inst, ArrayReader(image), rng).size_px[0] / 150 for _ in range(200)]
+    samples = [transform(inst, ArrayReader(image), rng) for _ in range(200)]
+    scales = np.array([s.size_px[0] / 150 for s in samples])
     assert 0.7 - 1e-5 <= min(scales) and max(scales) <= 1.3 + 1e-5 and np.std(scales) > 0.05
+    # the angle each crop was rotated by, read back from its affine: crop_from_image = k * R(angle)
+    mats = np.array([s.crop_from_image for s in samples], np.float64)
+    angles = np.degrees(np.arctan2(mats[:, 1, 0], mats[:, 0, 0]))
+    np.testing.assert_allclose(np.hypot(mats[:, 0, 0], mats[:, 1, 0]), 96 / (150 * scales), rtol=1e-5)
+    np.testing.assert_allclose(mats[:, 0, 0], mats[:, 1, 1], atol=1e-6)   # a rotation, no shear
+    assert np.all(np.abs(angles) > 1e-3) and abs(np.mean(angles)) < 6     # rot_prob 1, symmetric
+    if mode == "uniform":     # uniform in [-30, 30]: std 30 / sqrt(3) = 17.3
+        assert np.abs(angles).max() <= 30 + 1e-4 and np.abs(angles).max() > 28
+        assert 14 < np.std(angles) < 20.5
+    else:                     # 30 * N(0, 1) clipped to [-60, 60]: about a third beyond 30
+        assert np.abs(angles).max() <= 60 + 1e-4 and 0.2 < np.mean(np.abs(angles) > 30) < 0.45
+        assert 25 < np.std(angles) < 34
+    # rot_prob 0.5: about half of the crops are not rotated at all
+    half = TrainTransform(CFG, dataclasses.replace(aug, rot_prob=0.5))
+    mats = np.array([half(inst, ArrayReader(image), rng).crop_from_image for _ in range(100)], np.float64)
+    assert 0.3 < np.mean(np.abs(mats[:, 1, 0]) < 1e-9) < 0.7
 
 
 def test_colour_gain_is_clipped_per_channel_product():

@@ -33,10 +33,10 @@ class PoseBatch:
     ann_ids: torch.Tensor
     scores: torch.Tensor
 
-    def pin_memory(self) -> "PoseBatch":
+    def pin_memory(self) -> PoseBatch:
         return PoseBatch(*(t.pin_memory() for t in vars(self).values()))
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "PoseBatch":
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> PoseBatch:
         return PoseBatch(*(t.to(device, non_blocking=non_blocking) for t in vars(self).values()))
 
     def __len__(self) -> int:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import colorsys
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
+from collections.abc import Sequence
 
 import cv2
 import numpy as np

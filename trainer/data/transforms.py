@@ -16,7 +16,8 @@ flip TEST mirrors the input tensor around (W - 1) / 2 instead, hence its u -> -u
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import NamedTuple
+from collections.abc import Callable
 
 import cv2
 import numpy as np

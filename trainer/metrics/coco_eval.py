@@ -13,7 +13,7 @@ import io
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -176,7 +176,7 @@ class CocoKeypointMetrics:
     ar_l: float
 
     @classmethod
-    def from_stats(cls, stats: Sequence[float]) -> "CocoKeypointMetrics":
+    def from_stats(cls, stats: Sequence[float]) -> CocoKeypointMetrics:
         """From ``COCOeval.stats`` (keypoints: AP, AP50, AP75, APm, APl, AR, AR50, AR75, ARm, ARl)."""
         return cls(*(float(s) for s in stats[:10]))
 
