@@ -1,9 +1,15 @@
 """timm as the only door to backbones: any timm model by name, globally pooled to a vector."""
 from __future__ import annotations
 
+import os
+import socket
+from urllib.parse import urlsplit
+
 import timm
 import torch
 from torch import nn
+
+HUB_TIMEOUT_S = 3.0   # one connect attempt to the hub before any download (which retries ~50 s)
 
 
 class BackboneError(RuntimeError):
@@ -21,6 +27,8 @@ def create_backbone(name: str, pretrained: bool = False) -> nn.Module:
         close = timm.list_models(f"*{name.split('.')[0]}*")[:5]
         hint = f"; similar: {', '.join(close)}" if close else ""
         raise BackboneError(f"unknown timm backbone '{name}'{hint}")
+    if pretrained:
+        require_hub(name)
     try:
         return timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="avg")
     except (OSError, RuntimeError, ValueError) as exc:  # hub/network errors come in many types
@@ -31,6 +39,39 @@ def create_backbone(name: str, pretrained: bool = False) -> nn.Module:
             "offline?); check the network, "
             "or train without them (--no-pretrained) / start from a checkpoint (--init-from)"
         ) from None
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def weights_host(name: str) -> tuple[str, int] | None:
+    """(host, port) timm would fetch ``name``'s weights from: the Hugging Face hub (``HF_ENDPOINT``,
+    default huggingface.co) when the model has a hub id, else its weights URL; None if neither."""
+    cfg = timm.models.get_pretrained_cfg(name, allow_unregistered=True)
+    if cfg is None:
+        return None
+    url = os.environ.get("HF_ENDPOINT", "https://huggingface.co") if cfg.hf_hub_id else cfg.url
+    parts = urlsplit(url or "")
+    if not parts.hostname:
+        return None
+    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def require_hub(name: str, timeout_s: float = HUB_TIMEOUT_S) -> None:
+    """Before a pretrained download: one TCP connect (``timeout_s``) to the weights' host, so an
+    unreachable hub is a one-line ``BackboneError`` at once instead of a minute of retries. Skipped
+    with ``HF_HUB_OFFLINE=1`` (timm then reads the local cache)."""
+    host = None if _hub_offline() else weights_host(name)
+    if host is None:
+        return
+    try:
+        socket.create_connection(host, timeout=timeout_s).close()
+    except OSError as exc:
+        raise BackboneError(
+            f"pretrained weights for backbone '{name}': the hub {host[0]}:{host[1]} is unreachable "
+            f"({type(exc).__name__}); set HF_HUB_OFFLINE=1 to use a cached copy, or train without them "
+            "(--no-pretrained, config pretrained: false) or from a checkpoint (--init-from)") from None
 
 
 def feature_dim(backbone: nn.Module) -> int:

@@ -82,7 +82,8 @@ def _run_training(dataset: str, **opts) -> None:
     if opts["synthetic"]:
         ensure_synthetic(dataset, Path(cfg.data.data_root))
     result = fit(cfg, resume=opts["resume"], max_steps_per_epoch=opts["max_steps"], echo=click.echo)
-    click.echo(f"done: {result.epochs_done} epochs in {result.run_dir} (best {result.best})")
+    if result.is_main:   # under torchrun only rank 0 speaks
+        click.echo(f"done: {result.epochs_done} epochs in {result.run_dir} (best {result.best})")
 
 
 def ensure_synthetic(dataset: str, root: Path) -> None:
@@ -153,6 +154,7 @@ def eval_coco(checkpoint, data_root, boxes, score_threshold, flip, out_path, res
                       det_score_threshold=score_threshold, image_cache=_absolute(image_cache))
     cfg = TrainConfig(model=model.config, data=data)
     loader = build_val_loader(cfg, det_file=boxes if detected else None)
+    loader.dataset.require_images(f"check --data-root (it must hold {val_dir}/) and --val-dir")
     gt_json = Path(data_root) / data.val_annotation_file
     metrics, calib = evaluate_coco_loader(model, loader, gt_json, dev, flip, detected, results_path)
     click.echo(metrics.format_table())
@@ -200,6 +202,7 @@ def eval_h36m(checkpoint, data_root, flip, out_path, batch_size, workers, device
                       val_image_dir=prefix + "images", val_batch_size=batch_size, workers=workers,
                       image_cache=_absolute(image_cache))
     loader = build_val_loader(TrainConfig(model=model.config, data=data))
+    loader.dataset.require_images(f"check --data-root (it must hold {prefix}images/)")
     metrics = evaluate_h36m_loader(model, loader, dev, flip)
     click.echo(metrics.format_table())
     if out_path:

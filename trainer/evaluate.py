@@ -4,6 +4,8 @@ The same crop geometry, forward (with optional flip test) and decoding as ``mode
 batched over instances from many images. COCO: instance scores, OKS-NMS for detected boxes,
 COCO results, pycocotools AP, and the sigma-vs-error calibration table (GT boxes). Human3.6M:
 back-projection with the camera intrinsics and the GT root depth, MPJPE / PA-MPJPE per action.
+Under torchrun, validation is sharded: each rank predicts its share of the instances (each once,
+no padding), ``predict_sharded`` gathers them on rank 0, which alone computes the metrics.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from models.predictor import decode, forward_with_flip
 from trainer.metrics.calibration import CalibrationReport, calibration_table
@@ -24,7 +27,8 @@ from trainer.metrics.h36m_eval import H36MMetrics, pixel_depth_to_camera, summar
 class LoaderPredictions:
     """Predictions for M instances in image pixels: ``keypoints`` (M, K, D), ``sigma`` (M, K, D),
     ``confidence`` (M, K), ``crop_boxes_xyxy`` (M, 4) the enlarged crop boxes, ``image_ids``,
-    ``ann_ids`` (M,) (-1 for detections), ``box_scores`` (M,), ``order`` (M,) dataset indices."""
+    ``ann_ids`` (M,) (-1 for detections), ``box_scores`` (M,), ``order`` (M,) the instances'
+    indices in the data set."""
 
     keypoints: np.ndarray
     sigma: np.ndarray
@@ -33,6 +37,7 @@ class LoaderPredictions:
     image_ids: np.ndarray
     ann_ids: np.ndarray
     box_scores: np.ndarray
+    order: np.ndarray
 
 
 @torch.no_grad()
@@ -57,7 +62,35 @@ def predict_loader(model, loader, device: torch.device, flip: bool,
                       batch.ann_ids.numpy(), batch.scores.numpy()))
     if not parts:
         raise ValueError("the evaluation data has no instances to predict")
-    return LoaderPredictions(*(np.concatenate(column) for column in zip(*parts)))
+    columns = [np.concatenate(column) for column in zip(*parts)]
+    order = np.fromiter(iter(loader.sampler), np.int64)   # evaluation loaders run in sampler order
+    if len(order) != len(columns[0]):
+        raise ValueError(f"{len(columns[0])} predictions for {len(order)} instances: an evaluation "
+                         "loader must neither shuffle nor skip")
+    return LoaderPredictions(*columns, order)
+
+
+def predict_sharded(model, loader, rt, flip: bool) -> LoaderPredictions | None:
+    """``predict_loader`` on this rank's shard (``loader`` built for ``rt.rank`` of ``rt.world_size``),
+    then gathered on rank 0 in data-set order; other ranks get None. Rank 0's buffers (BatchNorm
+    statistics, which DDP ranks update apart after the last step) are copied to every rank first,
+    so each rank evaluates the model rank 0 saves. Fails if the shards do not cover each instance
+    of ``loader.dataset`` exactly once."""
+    if rt.world_size == 1:
+        return predict_loader(model, loader, rt.device, flip, rt.amp_dtype)
+    for buffer in model.buffers():
+        dist.broadcast(buffer, 0)
+    preds = predict_loader(model, loader, rt.device, flip, rt.amp_dtype)
+    shards = [None] * rt.world_size if rt.rank == 0 else None
+    dist.gather_object(preds, shards, dst=0)
+    if rt.rank != 0:
+        return None
+    merged = LoaderPredictions(*(np.concatenate(column) for column in zip(*(vars(s).values() for s in shards))))
+    sort = np.argsort(merged.order, kind="stable")
+    if not np.array_equal(merged.order[sort], np.arange(len(loader.dataset))):
+        raise RuntimeError(f"distributed validation: the {rt.world_size} shards do not cover the "
+                           f"{len(loader.dataset)} instances once each")
+    return LoaderPredictions(*(column[sort] for column in vars(merged).values()))
 
 
 def coco_results(preds: LoaderPredictions, detected: bool, nms_threshold: float = 0.9) -> list[dict]:
@@ -95,10 +128,14 @@ def evaluate_coco_loader(model, loader, gt_json: str | Path, device: torch.devic
                          amp_dtype: torch.dtype | None = None) -> tuple[CocoKeypointMetrics, CalibrationReport | None]:
     """Predict every instance of ``loader`` and score the results with pycocotools."""
     preds = predict_loader(model, loader, device, flip, amp_dtype)
-    results = coco_results(preds, detected)
-    metrics = evaluate_coco(gt_json, results, results_path=results_path)
-    calib = None if detected else coco_calibration(preds, loader.dataset.instances)
-    return metrics, calib
+    return score_coco(preds, gt_json, detected, loader.dataset.instances, results_path)
+
+
+def score_coco(preds: LoaderPredictions, gt_json: str | Path, detected: bool, instances,
+               results_path: str | Path | None = None) -> tuple[CocoKeypointMetrics, CalibrationReport | None]:
+    """COCO keypoint AP of ``preds`` (pycocotools) and, for GT boxes, the calibration table."""
+    metrics = evaluate_coco(gt_json, coco_results(preds, detected), results_path=results_path)
+    return metrics, None if detected else coco_calibration(preds, instances)
 
 
 def h36m_camera_joints(keypoints: np.ndarray, root_z_mm: np.ndarray, f: np.ndarray,
@@ -114,11 +151,14 @@ def evaluate_h36m_loader(model, loader, device: torch.device, flip: bool,
                          amp_dtype: torch.dtype | None = None) -> H36MMetrics:
     """MPJPE / PA-MPJPE (mm, 17 joints, root-relative, per action) of every instance of ``loader``
     (a Human3.6M data set: ``loader.dataset.instances`` holds cameras and GT camera joints)."""
-    preds = predict_loader(model, loader, device, flip, amp_dtype)
-    inst = loader.dataset.instances
+    return score_h36m(predict_loader(model, loader, device, flip, amp_dtype), loader.dataset.instances,
+                      model.config.root_index)
+
+
+def score_h36m(preds: LoaderPredictions, inst, root: int) -> H36MMetrics:
+    """MPJPE / PA-MPJPE of ``preds`` against ``inst`` (H36MInstances), ``root`` the root joint."""
     index = {int(a): i for i, a in enumerate(inst.ann_ids)}
     rows = np.array([index[int(a)] for a in preds.ann_ids])
-    root = model.config.root_index
     pred_cam = h36m_camera_joints(preds.keypoints.astype(np.float64), inst.joints_cam[rows, root, 2],
                                   inst.f[rows], inst.c[rows])
     return summarize_h36m(pred_cam, inst.joints_cam[rows], inst.actions[rows], root=root)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import torch.distributed as dist
 
 from models.pose_model import build_model
 from trainer.config import ConfigError, TrainConfig
+from trainer.data.coco import AnnotationWarning
+from trainer.data.h36m import H36MDataWarning
 from trainer.engine import Runtime, build_optimizer, is_better, setup_runtime, train_one_epoch
 from trainer.init_from import init_backbone_from
 from trainer.run_state import (MetricsLog, find_resume, load_training_state, save_training_checkpoint,
@@ -24,12 +27,14 @@ MODEL_HEADS = {"rle": "rle", "l1": "rle", "heatmap": "heatmap"}
 
 @dataclass
 class FitResult:
-    """Where the run ended: run directory, epochs done, best validation value, last metrics."""
+    """Where the run ended: run directory, epochs done, best validation value, last metrics
+    (``best`` and ``last_val`` are None on ranks other than 0, and only rank 0 ``is_main``)."""
 
     run_dir: Path
     epochs_done: int
     best: float | None
     last_val: dict | None
+    is_main: bool = True
 
 
 def fit(cfg: TrainConfig, resume: str | None = None, max_steps_per_epoch: int | None = None,
@@ -38,6 +43,10 @@ def fit(cfg: TrainConfig, resume: str | None = None, max_steps_per_epoch: int | 
     cfg = with_model_head(cfg)
     torch.manual_seed(cfg.seed)
     rt = setup_runtime(cfg.device, cfg.amp, cfg.channels_last)
+    if not rt.is_main:   # only rank 0 speaks: the others load the same annotations, warn alike
+        echo = _silent
+        warnings.simplefilter("ignore", AnnotationWarning)
+        warnings.simplefilter("ignore", H36MDataWarning)
     run_dir = Path(cfg.out_dir)
     task = TASKS[cfg.data.dataset]
     model = build_model(cfg.model, pretrained=cfg.pretrained and not cfg.init_from and not resume)
@@ -94,7 +103,11 @@ def fit(cfg: TrainConfig, resume: str | None = None, max_steps_per_epoch: int | 
             dist.barrier()
     if log is not None:
         log.close()
-    return FitResult(run_dir, cfg.optim.epochs, best, last_val)
+    return FitResult(run_dir, cfg.optim.epochs, best, last_val, rt.is_main)
+
+
+def _silent(*_args, **_kwargs) -> None:
+    """``echo`` on ranks other than 0."""
 
 
 def with_model_head(cfg: TrainConfig) -> TrainConfig:

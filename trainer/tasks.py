@@ -10,13 +10,14 @@ from collections.abc import Callable
 
 from trainer.data import loader as coco_loader
 from trainer.data import h36m as h36m_data
-from trainer.evaluate import evaluate_coco_loader, evaluate_h36m_loader
+from trainer.evaluate import predict_sharded, score_coco, score_h36m
 
 
 @dataclass(frozen=True)
 class Task:
     """train_loader(cfg, rank, world_size); validate(model, cfg, rt) -> metrics dict or None
-    (rank 0 evaluates; other ranks get None); ``best_key`` and its direction pick ``best.pth``."""
+    (every rank predicts its shard, rank 0 gathers them and computes the metrics; other ranks
+    get None); ``best_key`` and its direction pick ``best.pth``."""
 
     train_loader: Callable
     validate: Callable
@@ -25,22 +26,23 @@ class Task:
 
 
 def validate_coco(model, cfg, rt) -> dict | None:
-    """COCO AP on the val annotation file with ``data.val_boxes`` boxes (rank 0 only)."""
-    if not rt.is_main:
+    """COCO AP on the val annotation file with ``data.val_boxes`` boxes (sharded; rank 0 scores)."""
+    loader = coco_loader.build_val_loader(cfg, rt.rank, rt.world_size)
+    preds = predict_sharded(model, loader, rt, flip=False)
+    if preds is None:
         return None
-    loader = coco_loader.build_val_loader(cfg)
     gt_json = Path(cfg.data.data_root) / cfg.data.val_annotation_file
-    metrics, _ = evaluate_coco_loader(model, loader, gt_json, rt.device, flip=False,
-                                      detected=cfg.data.val_boxes == "det", amp_dtype=rt.amp_dtype)
+    metrics, _ = score_coco(preds, gt_json, cfg.data.val_boxes == "det", loader.dataset.instances)
     return metrics.to_dict()
 
 
 def validate_h36m(model, cfg, rt) -> dict | None:
-    """Protocol-2 MPJPE / PA-MPJPE (mm) on the test annotation file, no flip (rank 0 only)."""
-    if not rt.is_main:
+    """Protocol-2 MPJPE / PA-MPJPE (mm) on the test annotation file, no flip (sharded; rank 0 scores)."""
+    loader = h36m_data.build_val_loader(cfg, rt.rank, rt.world_size)
+    preds = predict_sharded(model, loader, rt, flip=False)
+    if preds is None:
         return None
-    metrics = evaluate_h36m_loader(model, h36m_data.build_val_loader(cfg), rt.device, flip=False,
-                                   amp_dtype=rt.amp_dtype)
+    metrics = score_h36m(preds, loader.dataset.instances, model.config.root_index)
     return {"MPJPE": metrics.mpjpe, "PA_MPJPE": metrics.pa_mpjpe, "num_samples": metrics.num_samples}
 
 

@@ -16,8 +16,8 @@ from models.config import coco_config
 from models.skeleton import COCO17
 from trainer.config import AugmentConfig, resolve_config
 from trainer.data.check import validate_annotations
-from trainer.data.coco import (CocoPoseDataset, DatasetError, SkippedSampleWarning, joint_set_from_category,
-                               load_coco_instances, with_detections)
+from trainer.data.coco import (AnnotationWarning, CocoPoseDataset, DatasetError, SkippedSampleWarning,
+                               joint_set_from_category, load_coco_instances, with_detections)
 from trainer.data import jpeg
 from trainer.data.jpeg import JpegReader, choose_reduction
 from trainer.data.loader import (WORKER_START, build_train_dataset, build_train_loader, build_val_dataset,
@@ -162,6 +162,30 @@ def test_validate_annotations_reports_data_at_fault(tmp_path):
     assert "annotation 3" in text and "keypoint 3 at (2000, 80)" in text
     assert "annotation 4" in text and "NaN" in text
     assert report.skipped == {"at_fault": 3, "crowd": 1}
+
+
+def test_annotations_at_fault_are_counted_and_named_at_load(tmp_path):
+    far = [v for j in range(17) for v in ((2000, 80, 2) if j == 3 else (100 + 5 * j, 80 + 10 * j, 2))]
+    nan = [v for j in range(17) for v in ((float("nan"), 80, 2) if j == 5 else (100 + 5 * j, 80 + 10 * j, 2))]
+    anns = [_ann(1, [60, 40, 300, 400]), _ann(2, [60, 40, 300, 400], kps=far),
+            _ann(3, [60, 40, 300, 400], kps=nan), _ann(4, [60, 40, 300, 400], image_id=99),
+            _ann(5, [60, 40, 300, 400], iscrowd=1)]
+    _tiny_coco(tmp_path, anns)
+    cfg = resolve_config("synthetic-coco", overrides={"data.data_root": str(tmp_path)},
+                         sets=["model.input_hw=[128, 96]"])
+    with pytest.warns(AnnotationWarning) as caught:
+        train = build_train_dataset(cfg)
+    assert len(caught) == 1
+    text = str(caught[0].message)
+    assert "\n" not in text and "person_keypoints_train2017.json: 3 annotation(s) at fault were skipped" in text
+    assert "annotation 2 (image 1): keypoint 3 at (2000, 80)" in text
+    assert "annotation 3 (image 1): NaN or inf" in text and "annotation 4 (image 99): image id not in" in text
+    assert train.instances.ann_ids.tolist() == [1]
+    assert train.instances.skipped == {"at_fault": 3, "crowd": 1}
+    with pytest.warns(AnnotationWarning, match="3 annotation.s. at fault .unusable ones skipped"):
+        val = build_val_dataset(cfg, boxes="gt")
+    assert val.instances.ann_ids.tolist() == [1, 2]   # far keypoints: still predicted and scored
+    assert val.instances.skipped == {"at_fault": 2, "crowd": 1}
 
 
 def test_loaders_on_generated_data(tmp_path):

@@ -187,6 +187,19 @@ def test_bad_inputs_give_one_line_errors(trained, data_root, tmp_path):
     _one_line_error(_eval(wrong_k, data_root))
 
 
+def test_missing_images_are_named_before_the_run_with_default_workers(trained, data_root, tmp_path):
+    root = tmp_path / "coco"
+    shutil.copytree(data_root, root)
+    images = sorted((root / "images" / "val2017").glob("*.jpg"))
+    for path in images[:2]:
+        path.unlink()
+    result = CliRunner().invoke(eval_main, ["coco", str(trained), "--data-root", str(root), "--device", "cpu"])
+    _one_line_error(result)                      # default --workers 2: no worker traceback
+    text = result.output
+    assert f"2 of {len(images)} images missing or unreadable" in text and "--data-root" in text
+    assert str(images[0]) in text and str(images[1]) in text
+
+
 def test_empty_detection_file_gives_a_one_line_error(trained, data_root, tmp_path):
     empty = tmp_path / "empty_dets.json"
     empty.write_text("[]")

@@ -11,6 +11,7 @@ skeleton come from the category. Images are decoded only where and as finely as 
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +24,16 @@ from trainer.data.jpeg import ImageReadError, JpegReader, RestartCache
 from trainer.data.transforms import EvalTransform, Instance, PoseSample
 
 SIDE_PREFIXES = (("left_", "right_"), ("l_", "r_"))
+FAR_BOX_SIZES = 1.0   # a labelled keypoint this many box sizes outside its box is at fault
 
 
 class DatasetError(RuntimeError):
     """Data on disk is missing or malformed; the message is one line naming the file and a fix."""
+
+
+class AnnotationWarning(UserWarning):
+    """Annotations at fault were found when a COCO file loaded: one warning per file, with the
+    count and the first few, named."""
 
 
 class SkippedSampleWarning(UserWarning):
@@ -110,8 +117,45 @@ def skip_reason(ann: dict, kps: np.ndarray, box: np.ndarray) -> str | None:
     return None
 
 
-def load_coco_instances(ann_path: str | Path) -> CocoInstances:
-    """Read a COCO keypoints file into ``CocoInstances`` (GT, skipping as the reference)."""
+def annotation_problems(ann: dict, k: int, wh: tuple[int, int] | None, margin: float = FAR_BOX_SIZES) -> list[str]:
+    """Problems of one annotation (``wh`` its image's size, None: unknown image id): unknown image,
+    wrong value counts, NaN/inf, negative box size, labelled keypoints more than ``margin`` box sizes
+    outside the box. One line each; [] when none."""
+    name = f"annotation {ann.get('id')} (image {ann.get('image_id')})"
+    if wh is None:
+        return [f"{name}: image id not in 'images'"]
+    box = np.asarray(ann.get("bbox", []), np.float64)
+    kps = np.asarray(ann.get("keypoints") or [0.0] * 3 * k, np.float64)
+    if box.size != 4 or kps.size != 3 * k:
+        return [f"{name}: bbox needs 4 values and keypoints {3 * k}, got {box.size} and {kps.size}"]
+    if not (np.all(np.isfinite(box)) and np.all(np.isfinite(kps))):
+        return [f"{name}: NaN or inf in bbox or keypoints"]
+    if box[2] < 0 or box[3] < 0:
+        return [f"{name}: negative box size {box[2]:g} x {box[3]:g}"]
+    kps = kps.reshape(k, 3)
+    lo, hi = box[:2] - margin * box[2:], box[:2] + (1 + margin) * box[2:]
+    far = [j for j in np.flatnonzero(kps[:, 2] > 0) if np.any(kps[j, :2] < lo) or np.any(kps[j, :2] > hi)]
+    return [f"{name}: keypoint {j} at ({kps[j, 0]:g}, {kps[j, 1]:g}) px is more than {margin:g} box "
+            f"sizes outside its box {box.tolist()}" for j in far]
+
+
+def _warn_faults(path: Path, faults: list[tuple[object, object, str]], skipped: bool) -> None:
+    """One counted warning naming the first five annotations at fault (as Human3.6M's loader)."""
+    if not faults:
+        return
+    shown = "; ".join(f"annotation {a} (image {i}): {why}" for a, i, why in faults[:5])
+    fate = "were skipped" if skipped else "(unusable ones skipped, the others evaluated as given)"
+    warnings.warn(f"{path}: {len(faults)} annotation(s) at fault {fate}: {shown}{'; ...' if len(faults) > 5 else ''}"
+                  "; fix or remove them (trainer.data.check.validate_annotations lists them all)",
+                  AnnotationWarning, stacklevel=3)
+
+
+def load_coco_instances(ann_path: str | Path, skip_at_fault: bool = True) -> CocoInstances:
+    """Read a COCO keypoints file into ``CocoInstances`` (GT, skipping as the reference). Of the
+    annotations the reference would use, those at fault (``annotation_problems``: unknown image,
+    NaN/inf, keypoints far outside the box) are counted and named in one ``AnnotationWarning`` and
+    skipped (``skipped['at_fault']``) when ``skip_at_fault`` (training); evaluation keeps those it
+    can use (keypoints far outside the box), so every GT person the scorer sees gets a prediction."""
     path = Path(ann_path)
     data = read_json(path, "annotation file", "check data.data_root and the annotation file name")
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list) \
@@ -123,22 +167,30 @@ def load_coco_instances(ann_path: str | Path) -> CocoInstances:
     images = data["images"]
     index_of = {im["id"]: i for i, im in enumerate(images)}
     wh = np.array([[im["width"], im["height"]] for im in images], np.int64).reshape(-1, 2)
-    rows, skipped = [], {}
+    rows, skipped, faults = [], {}, []
     for ann in data["annotations"]:
-        if ann.get("category_id", category["id"]) != category["id"] or ann.get("image_id") not in index_of:
+        if ann.get("category_id", category["id"]) != category["id"]:
             skipped["other"] = skipped.get("other", 0) + 1
             continue
         kps = np.asarray(ann.get("keypoints") or [0.0] * 3 * k, np.float64)
         if kps.size != 3 * k:
             raise DatasetError(f"{path}: annotation {ann.get('id')} has {kps.size // 3} keypoints, "
                                f"the category {k}; fix the file")
-        i = index_of[ann["image_id"]]
-        box = gt_box_xyxy(ann.get("bbox", [0, 0, 0, 0]), *wh[i])
-        reason = skip_reason(ann, kps.reshape(k, 3), box)
+        i = index_of.get(ann.get("image_id"))
+        box = None if i is None else gt_box_xyxy(ann.get("bbox", [0, 0, 0, 0]), *wh[i])
+        reason = None if i is None else skip_reason(ann, kps.reshape(k, 3), box)
+        problems = [] if reason not in (None, "non_finite") else \
+            annotation_problems(ann, k, None if i is None else tuple(wh[i]))
+        if problems:
+            faults.append((ann.get("id"), ann.get("image_id"), problems[0]))
+            if skip_at_fault or i is None or reason:
+                skipped["at_fault"] = skipped.get("at_fault", 0) + 1
+                continue
         if reason:
             skipped[reason] = skipped.get(reason, 0) + 1
             continue
         rows.append((i, ann.get("id", -1), box, kps.reshape(k, 3)))
+    _warn_faults(path, faults, skip_at_fault)
     kps = np.array([r[3] for r in rows], np.float64).reshape(-1, k, 3)
     return CocoInstances(joint_set, [str(im["file_name"]) for im in images], wh,
                          np.array([im["id"] for im in images], np.int64),
@@ -201,6 +253,17 @@ class CocoPoseDataset(Dataset):
                 raise DatasetError(f"{image_cache}: data.image_cache is the image folder itself; "
                                    "give it a folder of its own")
             self.cache = RestartCache(self.image_dir, image_cache)
+
+    def require_images(self, fix: str) -> None:
+        """Before a run: every image an instance needs is a readable file, else one DatasetError
+        line with how many are missing and the first three paths; ``fix`` says what to do."""
+        names = [self.instances.image_files[i] for i in np.unique(self.instances.image_index)]
+        missing = [str(self.image_dir / n) for n in names
+                   if not (self.image_dir / n).is_file() or not os.access(self.image_dir / n, os.R_OK)]
+        if missing:
+            more = ", ..." if len(missing) > 3 else ""
+            raise DatasetError(f"{len(missing)} of {len(names)} images missing or unreadable "
+                               f"({', '.join(missing[:3])}{more}); {fix}")
 
     def reseed(self, seed: int) -> None:
         """Give this copy (one per worker) its own augmentation stream."""

@@ -129,7 +129,7 @@ def build_val_dataset(cfg, boxes: str | None = None, det_file: str | None = None
     detection file, ``data.det_score_threshold``); default ``data.val_boxes``. No augmentation."""
     root = _root(cfg)
     path = root / cfg.data.val_annotation_file
-    instances = load_coco_instances(path)
+    instances = load_coco_instances(path, skip_at_fault=False)
     _check_joints(instances, cfg, path)
     if (boxes or cfg.data.val_boxes) == "det":
         instances = with_detections(instances, det_file or root / cfg.data.det_file,
