@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.build import PoseModel
 from models.predictor import decode, forward_with_flip
 from trainer.metrics.calibration import CalibrationReport, calibration_table
 from trainer.metrics.coco_eval import (CocoKeypointMetrics, evaluate_coco, instance_score,
@@ -24,7 +25,7 @@ from trainer.metrics.h36m_eval import H36MMetrics, pixel_depth_to_camera, summar
 class LoaderPredictions:
     """Predictions for M instances in image pixels: ``keypoints`` (M, K, D), ``sigma`` (M, K, D),
     ``confidence`` (M, K), ``crop_boxes_xyxy`` (M, 4) the enlarged crop boxes, ``image_ids``,
-    ``ann_ids`` (M,) (-1 for detections), ``box_scores`` (M,), ``order`` (M,) dataset indices."""
+    ``ann_ids`` (M,) (-1 for detections), ``box_scores`` (M,), in the loader's order."""
 
     keypoints: np.ndarray
     sigma: np.ndarray
@@ -36,7 +37,7 @@ class LoaderPredictions:
 
 
 @torch.no_grad()
-def predict_loader(model, loader, device: torch.device, flip: bool,
+def predict_loader(model: PoseModel, loader, device: torch.device, flip: bool,
                    amp_dtype: torch.dtype | None = None) -> LoaderPredictions:
     """Run ``model`` (eval mode) over every batch of ``loader`` (PoseBatch) and decode to pixels."""
     model.eval()
