@@ -3,7 +3,7 @@
     python bench/learn_coco.py [--backbone resnet10t] [--epochs 4] [--num-train 192] [--num-val 48]
 
 Writes a generated COCO-layout data set (trainer/data/synthetic.py) into a temp folder, trains
-the same model from scratch (no ImageNet weights) twice, ``head=rle`` and ``head=l1``, with the
+the same model from scratch (no ImageNet weights) twice, ``loss=rle`` and ``loss=l1``, with the
 same seed, data order, steps and schedule (Adam 1e-3, no lr step), 128x96 input (--input), and reports the
 validation AP with ground-truth boxes (no flip test). The paper's claim is +12.4 AP on real COCO
 after 270 epochs; a few CPU minutes on toy data say little about that, and the numbers printed
@@ -27,9 +27,9 @@ from trainer.fit import fit  # noqa: E402
 
 
 def run(root: Path, out: Path, head: str, args) -> tuple[dict, float]:
-    """Train one head; returns (final GT-box validation metrics, seconds)."""
+    """Train with one loss; returns (final GT-box validation metrics, seconds)."""
     cfg = resolve_config("synthetic-coco", overrides={"data.data_root": str(root), "out_dir": str(out),
-                                                      "head": head, "optim.epochs": args.epochs},
+                                                      "loss": head, "optim.epochs": args.epochs},
                          sets=[f"model.backbone={args.backbone}", f"model.input_hw=[{args.input[0]}, {args.input[1]}]",
                                f"data.batch_size_per_gpu={args.batch}", "optim.milestones=[]",
                                f"val_every_epochs={args.epochs}", "log_every_steps=1000"])
@@ -54,7 +54,7 @@ def main() -> None:
         rows = [(head, *run(root, Path(tmp) / head, head, args)) for head in ("rle", "l1")]
     print(f"\n{args.backbone} from scratch, {args.input[0]}x{args.input[1]}, {args.epochs} epochs x {args.num_train} train "
           f"images (batch {args.batch}), val {args.num_val} images, GT boxes, no flip")
-    print(f"{'head':<5}| {'AP':>6} | {'AP50':>6} | {'AR':>6} | {'time s':>7}")
+    print(f"{'loss':<5}| {'AP':>6} | {'AP50':>6} | {'AR':>6} | {'time s':>7}")
     print(f"{'-' * 5}|{'-' * 8}|{'-' * 8}|{'-' * 8}|{'-' * 8}")
     for head, metrics, seconds in rows:
         print(f"{head:<5}| {metrics['AP']:6.3f} | {metrics['AP50']:6.3f} | {metrics['AR']:6.3f} | {seconds:7.0f}")

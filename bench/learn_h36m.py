@@ -5,7 +5,7 @@ and how does RLE compare with plain L1 regression at the same budget?
 
 Writes (or reuses) generated data under ``--data`` (``h36m/`` and ``mpii/``, the seed README
 layout), then prints protocol-2 MPJPE / PA-MPJPE (mm, no flip) of the untrained model and after
-training with ``head: rle`` and ``head: l1`` (same seed, data, steps, recipe otherwise the
+training with ``loss: rle`` and ``loss: l1`` (same seed, data, steps, recipe otherwise the
 ``synthetic-h36m`` preset: Adam 1e-3, per-tensor clipping 35, the H36M augmentations).
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from models.checkpoint import load_model  # noqa: E402
-from models.pose_model import build_model  # noqa: E402
+from models.build import build_model  # noqa: E402
 from trainer.config import resolve_config  # noqa: E402
 from trainer.data import h36m as h36m_data  # noqa: E402
 from trainer.data.synthetic import SyntheticSpec, write_h36m, write_mpii  # noqa: E402
@@ -42,7 +42,7 @@ def config(args, root: Path, head: str, out: Path):
     milestones = int(args.epochs * 0.8) if args.epochs >= 3 else ""
     sets = [f"data.data_root={root}", f"model.backbone={args.backbone}",
             f"model.input_hw=[{args.input},{args.input}]", f"optim.epochs={args.epochs}",
-            f"optim.milestones=[{milestones}]", f"head={head}", f"out_dir={out}",
+            f"optim.milestones=[{milestones}]", f"loss={head}", f"out_dir={out}",
             f"data.batch_size_per_gpu={args.batch}", f"data.workers={args.workers}",
             f"seed={args.seed}", "log_every_steps=1000", f"device={args.device}"]
     return resolve_config("synthetic-h36m", sets=sets)

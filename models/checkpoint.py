@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
+from .build import PoseModel, build_model
 from .config import PoseModelConfig, coco_config, h36m_config
 from .files import atomic_path
-from .pose_model import RLEPoseModel, build_model
 
 FORMAT = "rle-pose"
 FORMAT_VERSION = 1
@@ -39,7 +39,7 @@ class CheckpointError(RuntimeError):
     """A file that is not a usable checkpoint; the message names the file and the problem."""
 
 
-def save_checkpoint(path: str | os.PathLike, model: RLEPoseModel, **extra) -> Path:
+def save_checkpoint(path: str | os.PathLike, model: PoseModel, **extra) -> Path:
     """Write ``model`` (config + weights) and any ``extra`` entries atomically (temp + rename)."""
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION,
                "config": model.config.to_dict(), "model": model.state_dict(), **extra}
@@ -71,10 +71,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return obj
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> RLEPoseModel:
-    """Load a project or official checkpoint as an eval-mode ``RLEPoseModel`` on ``device``
-    (a ``HeatmapPoseModel`` when the stored config's ``head`` is "heatmap"; files written before
-    that field existed, and official files, are "rle").
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> PoseModel:
+    """Load a project or official checkpoint as an eval-mode ``PoseModel`` on ``device``: an
+    ``RLEPoseModel``, or a ``HeatmapPoseModel`` when the stored config's ``head`` is "heatmap"
+    (files written before that field existed, and official files, are "rle").
 
     2D and 3D are told apart from the file itself (its config, or the official key names).
     """
@@ -136,7 +136,7 @@ def convert_official_state_dict(state: dict) -> dict:
     return out
 
 
-def _load_state(model: RLEPoseModel, state: dict, path) -> None:
+def _load_state(model: PoseModel, state: dict, path) -> None:
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

@@ -8,11 +8,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .skeleton import COCO17, H36M18, JointSet
+from .skeleton import COCO17, H36M18
 
 OFFICIAL_MEAN_RGB = (0.406, 0.457, 0.480)   # official RLE code: per R, G, B channel
 OFFICIAL_STD_3D_RGB = (0.225, 0.224, 0.229)  # official 3D model only; 2D divides by nothing
-HEADS = ("rle", "heatmap")                   # model architectures (build_model's registry keys)
+HEADS = ("rle", "heatmap")                   # architectures: the keys of models.build.MODEL_CLASSES
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,9 @@ class PoseModelConfig:
         flow_hidden, flow_layers: RealNVP width and number of coupling layers (64, 6).
         source: provenance of the weights, e.g. ``"rle-pose"`` or ``"official:coco-laplace-rle.pth"``.
         head: ``"rle"`` (regression head + flow; official checkpoints) or ``"heatmap"`` (the
-            SimpleBaseline deconvolution head of stage 1 of the two-stage recipe, 2D only);
-            ``models.pose_model.build_model`` picks the model class from it.
+            SimpleBaseline deconvolution head of stage 1 of the two-stage recipe, 2D only): the
+            architecture, from which ``models.build.build_model`` picks the model class. (A
+            training run sets it from its loss: ``trainer.config.model_head_for_loss``.)
     """
 
     backbone: str = "resnet50"
@@ -117,9 +118,3 @@ def h36m_config(backbone: str = "resnet50", **changes) -> PoseModelConfig:
                 root_index=H36M18.root, sigma_eps=1e-9)
     base.update(changes)
     return PoseModelConfig(backbone=backbone, **base)
-
-
-def config_for_joint_set(joint_set: JointSet, **changes) -> PoseModelConfig:
-    """A 2D config for any JointSet (names, edges, flip pairs taken from it)."""
-    return PoseModelConfig(joint_names=joint_set.joints, edges=joint_set.edges,
-                           flip_pairs=joint_set.flip_pairs, root_index=joint_set.root, **changes)

@@ -60,7 +60,7 @@ class DeconvHead(nn.Module):
 
 
 class HeatmapPoseModel(nn.Module):
-    """Heatmap pose model with the RLEPoseModel contract.
+    """Heatmap pose model with the PoseModel contract (models/build.py).
 
     ``forward(x)``: RGB crops (N, 3, H, W), float in [0, 1] or uint8, normalised with the config's
     mean/std buffers. Returns ``PoseOutput(mu, sigma, heatmaps)``: mu (N, K, 2) in the normalised
@@ -159,8 +159,3 @@ def _neighbour_sign(flat: torch.Tensor, index: torch.Tensor, pos: torch.Tensor, 
     hi = torch.gather(flat, -1, torch.where(ok, index + step, index)[..., None])[..., 0]
     lo = torch.gather(flat, -1, torch.where(ok, index - step, index)[..., None])[..., 0]
     return torch.sign(hi - lo) * ok.to(flat.dtype)
-
-
-def build_heatmap_model(config: PoseModelConfig, pretrained: bool = False) -> HeatmapPoseModel:
-    """A HeatmapPoseModel for ``config``; ``pretrained`` loads timm's ImageNet backbone weights."""
-    return HeatmapPoseModel(config, create_backbone(config.backbone, pretrained=pretrained))

@@ -26,11 +26,6 @@ class PoseOutput(NamedTuple):
     sigma: torch.Tensor
     heatmaps: torch.Tensor | None = None
 
-    @property
-    def confidence(self) -> torch.Tensor:
-        """(N, K): 1 - mean of sigma over the coordinates (the official keypoint score)."""
-        return 1.0 - self.sigma.mean(dim=-1)
-
 
 class PixelNormalise(nn.Module):
     """(N, 3, H, W) RGB in [0, 1] (float) or [0, 255] (uint8) -> (x - mean) / std, per channel.
@@ -79,22 +74,3 @@ class RLEPoseModel(nn.Module):
 
     def loss_terms(self, out: PoseOutput, target: torch.Tensor, weight: torch.Tensor) -> RLELossTerms:
         return self.criterion.terms(out.mu, out.sigma, target, weight)
-
-
-def build_rle_model(config: PoseModelConfig, pretrained: bool = False) -> RLEPoseModel:
-    """An RLEPoseModel for ``config``; ``pretrained`` loads timm's ImageNet weights for the backbone."""
-    return RLEPoseModel(config, create_backbone(config.backbone, pretrained=pretrained))
-
-
-def _build_heatmap_model(config: PoseModelConfig, pretrained: bool = False) -> nn.Module:
-    from .heatmap import build_heatmap_model  # imported here: models/heatmap.py imports PoseOutput
-    return build_heatmap_model(config, pretrained)
-
-
-MODEL_BUILDERS = {"rle": build_rle_model, "heatmap": _build_heatmap_model}   # config.head -> builder
-
-
-def build_model(config: PoseModelConfig, pretrained: bool = False) -> nn.Module:
-    """The model of ``config.head``: RLEPoseModel ("rle") or HeatmapPoseModel ("heatmap"); both
-    return PoseOutput. ``pretrained`` loads timm's ImageNet weights for the backbone."""
-    return MODEL_BUILDERS[config.head](config, pretrained)

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from . import geometry
-from .pose_model import PoseOutput, RLEPoseModel
+from .build import PoseModel
+from .pose_model import PoseOutput
 from .skeleton import flip_permutation
 
 
@@ -55,7 +56,7 @@ def crops_for_boxes(image_rgb: np.ndarray, boxes_xyxy: np.ndarray, config) -> tu
 
 
 @torch.no_grad()
-def forward_with_flip(model: RLEPoseModel, x: torch.Tensor, flip: bool) -> PoseOutput:
+def forward_with_flip(model: PoseModel, x: torch.Tensor, flip: bool) -> PoseOutput:
     """Run the model; with ``flip`` also on the mirrored input, and average as the reference.
 
     The mirrored pass's u becomes ``-u - 1/W`` (one input pixel, the official shift), left/right
@@ -102,16 +103,16 @@ def empty_prediction(config) -> PosePrediction:
 
 
 class Predictor:
-    """Batched top-down inference for an ``RLEPoseModel``.
+    """Batched top-down inference for any ``PoseModel`` (RLE or heatmap).
 
     Args:
-        model: an RLEPoseModel (put in eval mode here).
+        model: a PoseModel, e.g. from ``load_model`` (put in eval mode here).
         flip: the default of the flip test (mirror pass averaged in, as the reference's
             evaluation); each call may choose otherwise.
         device: where to run; defaults to the model's device.
     """
 
-    def __init__(self, model: RLEPoseModel, flip: bool = False, device: str | torch.device | None = None) -> None:
+    def __init__(self, model: PoseModel, flip: bool = False, device: str | torch.device | None = None) -> None:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model.to(self.device).eval()
         self.config = model.config

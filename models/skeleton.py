@@ -66,8 +66,6 @@ H36M18 = JointSet(
     root=0,
 )
 
-JOINT_SETS: dict[str, JointSet] = {"coco17": COCO17, "h36m18": H36M18}
-
 # Per-keypoint OKS constants of the COCO keypoint benchmark (pycocotools' kpt_oks_sigmas).
 COCO_OKS_SIGMAS = np.array(
     [0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62,

@@ -33,6 +33,15 @@ def _absolute(path: str | None) -> str | None:
     return None if path is None else str(Path(path).resolve())
 
 
+def _renamed(old: str, new: str):
+    """Callback of a hidden option kept from before a rename: one warning line, value passed on."""
+    def callback(ctx, param, value):
+        if value is not None:
+            click.echo(f"warning: {old} is renamed {new}; use {new} {value}", err=True)
+        return value
+    return callback
+
+
 def train_options(fn):
     options = [
         click.option("--preset", help="Preset name (see --list-presets); default: the paper's config."),
@@ -49,7 +58,10 @@ def train_options(fn):
         click.option("--resume", help="auto (the run directory's last.pth) or a checkpoint path."),
         click.option("--seed", type=int),
         click.option("--init-from", help="Start from the backbone of this checkpoint (e.g. heatmap stage 1)."),
-        click.option("--head", type=click.Choice(["rle", "l1", "heatmap"]), help="Loss/head; default rle."),
+        click.option("--loss", type=click.Choice(["rle", "l1", "heatmap"]),
+                     help="rle (default), l1, or heatmap (which trains the heatmap model)."),
+        click.option("--head", "renamed_head", type=click.Choice(["rle", "l1", "heatmap"]), hidden=True,
+                     callback=_renamed("--head", "--loss")),
         click.option("--pretrained/--no-pretrained", default=None, help="timm ImageNet weights."),
         click.option("--max-steps", type=int, help="Stop each epoch after N steps (smoke runs)."),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any config field, e.g. optim.grad_clip_norm=35."),
@@ -76,7 +88,7 @@ def _run_training(dataset: str, **opts) -> None:
                  "model.backbone": opts["backbone"], "optim.epochs": opts["epochs"],
                  "data.batch_size_per_gpu": opts["batch_size"], "optim.lr": opts["lr"],
                  "data.workers": opts["workers"], "device": opts["device"], "out_dir": opts["out_dir"],
-                 "seed": opts["seed"], "init_from": opts["init_from"], "head": opts["head"],
+                 "seed": opts["seed"], "init_from": opts["init_from"], "loss": opts["loss"] or opts["renamed_head"],
                  "pretrained": opts["pretrained"], "data.image_cache": _absolute(opts["image_cache"])}
     cfg = resolve_config(preset, opts["config_file"], overrides, opts["sets"])
     if opts["synthetic"]:

@@ -24,6 +24,10 @@ from models.config import PoseModelConfig, coco_config, h36m_config
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 MODEL_BASES = {"coco": coco_config, "h36m": h36m_config}   # data.dataset -> model defaults
+# TrainConfig.loss -> PoseModelConfig.head (the architecture it trains): L1 trains the RLE model
+LOSS_MODEL_HEADS = {"rle": "rle", "l1": "rle", "heatmap": "heatmap"}
+# keys of configs written before a rename (run folders' config.yaml, checkpoints' train_config)
+RENAMED_KEYS = {"head": "loss"}
 
 
 class ConfigError(ValueError):
@@ -120,6 +124,12 @@ class OptimConfig:
         _check(self.grad_clip_norm is None or self.grad_clip_norm > 0, "optim.grad_clip_norm must be > 0")
 
 
+def model_head_for_loss(loss: str) -> str:
+    """The architecture (``PoseModelConfig.head``) a loss trains: rle and l1 -> "rle", heatmap ->
+    "heatmap". The one rule; ``resolve_config`` / ``TrainConfig.from_dict`` apply it."""
+    return LOSS_MODEL_HEADS[loss]
+
+
 def _paper_milestones(epochs: int) -> list[int]:
     """The paper's schedule (x0.1 at 170 and 200 of 270 epochs) at ``epochs``: valid milestones."""
     return sorted({m for m in (round(170 * epochs / 270), round(200 * epochs / 270)) if 0 < m < epochs})
@@ -142,7 +152,7 @@ class TrainConfig:
     val_every_epochs: int = 1
     pretrained: bool = True                     # ImageNet weights for the backbone
     init_from: str | None = None                # checkpoint to start from (e.g. heatmap stage 1)
-    head: Literal["rle", "heatmap", "l1"] = "rle"
+    loss: Literal["rle", "heatmap", "l1"] = "rle"   # picks model.head (model_head_for_loss)
     log_every_steps: int = 50
     # (loss-spike policy fields go here; owned by the engine)
 
@@ -194,7 +204,7 @@ def _flatten(layer: dict, source: str) -> dict[str, tuple[Any, str]]:
     known = set(_all_keys())
     flat: dict[str, tuple[Any, str]] = {}
     for key, value in layer.items():
-        key = str(key)
+        key = RENAMED_KEYS.get(str(key), str(key))
         if key in SECTIONS:
             _check(isinstance(value, dict), f"{source}: '{key}' must be a mapping of its keys")
             flat.update(_flatten({f"{key}.{k}": v for k, v in value.items()}, source))
@@ -273,13 +283,28 @@ def _section(cls: type, flat: dict, prefix: str, make: typing.Callable[..., Any]
 def _build(flat: dict[str, tuple[Any, str]]) -> TrainConfig:
     dataset = _section(DataConfig, {k: v for k, v in flat.items() if k == "data.dataset"},
                        "data.", DataConfig).dataset
-    model_base = MODEL_BASES[dataset]()
-    parts = {"model": _section(PoseModelConfig, flat, "model.",
-                               lambda **c: dataclasses.replace(model_base, **c))}
+    parts = {"model": _model_section(flat, dataset)}
     for name in ("data", "augment", "optim"):
         parts[name] = _section(SECTIONS[name], flat, f"{name}.", SECTIONS[name])
     top = {k: v for k, v in flat.items() if "." not in k}
     return _section(TrainConfig, top, "", lambda **c: TrainConfig(**parts, **c), blame=flat)
+
+
+def _model_section(flat: dict[str, tuple[Any, str]], dataset: str) -> PoseModelConfig:
+    """The ``model.*`` keys on the dataset's base config, with ``head`` set from ``loss``
+    (``model_head_for_loss``); a ``model.head`` given in a layer must agree with it."""
+    loss, loss_source = flat.get("loss", (TrainConfig.loss, "default"))
+    loss = _convert(loss, typing.get_type_hints(TrainConfig)["loss"], f"{loss_source}: loss")
+    model_base = MODEL_BASES[dataset]()
+    model = _section(PoseModelConfig, flat, "model.", lambda **c: dataclasses.replace(model_base, **c))
+    head = model_head_for_loss(loss)
+    if "model.head" in flat and model.head != head:
+        raise ConfigError(f"model.head '{model.head}' ({flat['model.head'][1]}) contradicts loss "
+                          f"'{loss}' ({loss_source}); drop model.head: the loss (--loss) picks the model")
+    try:
+        return model.replace(head=head)
+    except ValueError as err:
+        raise ConfigError(f"loss '{loss}' ({loss_source}) trains model.head '{head}': {err}") from None
 
 
 def list_presets() -> list[str]:

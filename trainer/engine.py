@@ -1,10 +1,10 @@
-"""The training loop as plain functions: ``train_one_epoch`` and ``fit``.
+"""The training step and epoch as plain functions: ``train_one_epoch``, ``compute_loss``, and the
+runtime (device, processes, bf16 autocast), optimiser and gradient clipping they use.
 
-``fit`` is a readable sequence: device and processes -> model -> data -> optimiser and schedule
--> resume -> for each epoch: train, validate, checkpoint. On CUDA the forward runs under bf16
-autocast with channels_last inputs (the flow and the loss stay fp32); several GPUs through
-``torchrun`` (DDP, DistributedSampler, rank 0 alone writes). A non-finite loss stops the run with
-a message naming the step; the last good checkpoint is never overwritten by a broken model.
+``trainer/fit.py`` holds ``fit``, the run's sequence that calls them. On CUDA the forward runs
+under bf16 autocast with channels_last inputs (the flow and the loss stay fp32); several GPUs
+through ``torchrun`` (DDP; rank 0 alone writes). A non-finite loss stops the run with a message
+naming the step (``NonFiniteLossError``), before the optimiser steps on it.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from models.pose_model import RLEPoseModel
+from models.build import PoseModel
 
 
 class NonFiniteLossError(RuntimeError):
@@ -83,28 +83,28 @@ def clip_gradients(model: nn.Module, max_norm: float | None, mode: str) -> None:
             torch.nn.utils.clip_grad_norm_([p], max_norm)
 
 
-def _unwrap(model: nn.Module) -> RLEPoseModel:
+def _unwrap(model: nn.Module) -> PoseModel:
     model = getattr(model, "_orig_mod", model)
     return getattr(model, "module", model)
 
 
-def compute_loss(model: nn.Module, head: str, images: torch.Tensor, target: torch.Tensor,
+def compute_loss(model: nn.Module, loss_kind: str, images: torch.Tensor, target: torch.Tensor,
                  weight: torch.Tensor, rt: Runtime) -> tuple[torch.Tensor, dict]:
-    """Forward under autocast, loss in fp32. ``head``: "rle" (RLE loss, terms nf and log_q),
-    "l1" (plain regression) or "heatmap" (the model's JointsMSELoss). Returns (loss, {term: value})."""
+    """Forward under autocast, loss in fp32. ``loss_kind`` (TrainConfig.loss): "rle" (RLE loss,
+    terms nf and log_q), "l1" (plain regression) or "heatmap" (the model's JointsMSELoss).
+    Returns (loss, {term: value})."""
     with torch.autocast(rt.device.type, dtype=rt.amp_dtype or torch.float32, enabled=rt.amp_dtype is not None):
         out = model(images)
-    if head == "l1":
-        loss = l1_loss(out, target, weight)
-        return loss, {}
-    if head == "heatmap":  # SimpleBaseline JointsMSELoss on Gaussian targets (models/heatmap.py)
+    if loss_kind == "l1":
+        return l1_loss(out, target, weight), {}
+    if loss_kind == "heatmap":  # SimpleBaseline JointsMSELoss on Gaussian targets (models/heatmap.py)
         return _unwrap(model).loss(out, target, weight), {}
     terms = _unwrap(model).loss_terms(out, target, weight)
     return terms.total, {"nf": terms.nf.detach(), "log_q": terms.log_q.detach()}
 
 
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, rt: Runtime,
-                    epoch: int, step: int, head: str = "rle", grad_clip_norm: float | None = None,
+                    epoch: int, step: int, loss_kind: str = "rle", grad_clip_norm: float | None = None,
                     grad_clip_mode: str = "per_tensor", log=None, log_every: int = 50,
                     max_steps: int | None = None) -> tuple[dict, int]:
     """One pass over ``loader``. Returns ({'loss', 'img_s', ...} averages, global step)."""
@@ -121,7 +121,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
             images = images.contiguous(memory_format=torch.channels_last)
         target = batch.targets.to(rt.device, non_blocking=True)
         weight = batch.weights.to(rt.device, non_blocking=True)
-        loss, terms = compute_loss(model, head, images, target, weight, rt)
+        loss, terms = compute_loss(model, loss_kind, images, target, weight, rt)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"loss became {loss.item()} at epoch {epoch}, step {i + 1} (global step {step + 1}); "

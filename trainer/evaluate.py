@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from models.build import PoseModel
 from models.predictor import decode, forward_with_flip
 from trainer.metrics.calibration import CalibrationReport, calibration_table
 from trainer.metrics.coco_eval import (CocoKeypointMetrics, evaluate_coco, instance_score,
@@ -41,7 +42,7 @@ class LoaderPredictions:
 
 
 @torch.no_grad()
-def predict_loader(model, loader, device: torch.device, flip: bool,
+def predict_loader(model: PoseModel, loader, device: torch.device, flip: bool,
                    amp_dtype: torch.dtype | None = None) -> LoaderPredictions:
     """Run ``model`` (eval mode) over every batch of ``loader`` (PoseBatch) and decode to pixels."""
     model.eval()

@@ -1,7 +1,6 @@
 """``fit``: one training run from a resolved TrainConfig, as a readable sequence."""
 from __future__ import annotations
 
-import dataclasses
 import time
 import warnings
 from dataclasses import dataclass
@@ -11,8 +10,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from models.pose_model import build_model
-from trainer.config import ConfigError, TrainConfig
+from models.build import build_model
+from trainer.config import ConfigError, TrainConfig, model_head_for_loss
 from trainer.data.coco import AnnotationWarning
 from trainer.data.h36m import H36MDataWarning
 from trainer.engine import Runtime, build_optimizer, is_better, setup_runtime, train_one_epoch
@@ -20,9 +19,6 @@ from trainer.init_from import init_backbone_from
 from trainer.run_state import (MetricsLog, find_resume, load_training_state, save_training_checkpoint,
                                write_run_config)
 from trainer.tasks import TASKS
-
-# TrainConfig.head (the loss) -> PoseModelConfig.head (the architecture): L1 trains the RLE model
-MODEL_HEADS = {"rle": "rle", "l1": "rle", "heatmap": "heatmap"}
 
 
 @dataclass
@@ -40,7 +36,9 @@ class FitResult:
 def fit(cfg: TrainConfig, resume: str | None = None, max_steps_per_epoch: int | None = None,
         echo=print) -> FitResult:
     """Train ``cfg``; ``resume`` is None, 'auto' (the run dir's last.pth) or a checkpoint path."""
-    cfg = with_model_head(cfg)
+    if cfg.model.head != model_head_for_loss(cfg.loss):
+        raise ConfigError(f"model.head '{cfg.model.head}' does not fit loss '{cfg.loss}' (it trains "
+                          f"'{model_head_for_loss(cfg.loss)}'); build the config with resolve_config")
     torch.manual_seed(cfg.seed)
     rt = setup_runtime(cfg.device, cfg.amp, cfg.channels_last)
     if not rt.is_main:   # only rank 0 speaks: the others load the same annotations, warn alike
@@ -81,7 +79,7 @@ def fit(cfg: TrainConfig, resume: str | None = None, max_steps_per_epoch: int | 
     for epoch in range(start_epoch, cfg.optim.epochs + 1):
         seed_epoch(train_loader, cfg.seed, rt.rank, epoch)
         tic = time.perf_counter()
-        stats, step = train_one_epoch(train_model, train_loader, optimizer, rt, epoch, step, cfg.head,
+        stats, step = train_one_epoch(train_model, train_loader, optimizer, rt, epoch, step, cfg.loss,
                                       cfg.optim.grad_clip_norm, cfg.optim.grad_clip_mode, log,
                                       cfg.log_every_steps, max_steps_per_epoch)
         scheduler.step()
@@ -108,17 +106,6 @@ def fit(cfg: TrainConfig, resume: str | None = None, max_steps_per_epoch: int | 
 
 def _silent(*_args, **_kwargs) -> None:
     """``echo`` on ranks other than 0."""
-
-
-def with_model_head(cfg: TrainConfig) -> TrainConfig:
-    """``head`` is the one switch: the returned config has ``model.head`` set from it (rle and l1
-    -> "rle", heatmap -> "heatmap"), so checkpoints and the saved run config agree. A
-    ``model.head`` set to something else than its default "rle" that contradicts ``head`` fails."""
-    arch = MODEL_HEADS[cfg.head]
-    if cfg.model.head not in ("rle", arch):
-        raise ConfigError(f"model.head '{cfg.model.head}' contradicts head '{cfg.head}'; set only head "
-                          "(--head), which picks the model")
-    return dataclasses.replace(cfg, model=cfg.model.replace(head=arch))
 
 
 def seed_epoch(loader, seed: int, rank: int, epoch: int) -> None:

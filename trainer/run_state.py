@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from models.build import PoseModel
 from models.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from models.files import atomic_path, write_bytes_atomic
 
@@ -31,18 +32,16 @@ class ResumeState:
     path: Path
 
 
-def save_training_checkpoint(run_dir: Path, model, optimizer, scheduler, epoch: int, step: int,
-                             best: float | None, train_config: dict, is_best: bool,
-                             keep_every_epoch: bool = True) -> Path:
-    """Write ``last.pth`` (and ``epoch_NNN.pth``, ``best.pth``) atomically; returns last.pth."""
+def save_training_checkpoint(run_dir: Path, model: PoseModel, optimizer, scheduler, epoch: int,
+                             step: int, best: float | None, train_config: dict, is_best: bool) -> Path:
+    """Write ``last.pth``, ``epoch_NNN.pth`` (and ``best.pth``) atomically; returns last.pth."""
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     extra = dict(train_config=train_config, optimizer=optimizer.state_dict(),
                  scheduler=scheduler.state_dict(), epoch=epoch, step=step, best=best, rng=rng)
     last = save_checkpoint(run_dir / "last.pth", model, **extra)
-    if keep_every_epoch:
-        _link_or_copy(last, run_dir / f"epoch_{epoch:03d}.pth")
+    _link_or_copy(last, run_dir / f"epoch_{epoch:03d}.pth")
     if is_best:
         _link_or_copy(last, run_dir / "best.pth")
     return last

@@ -3,7 +3,7 @@ import torch
 
 from models.checkpoint import CheckpointError, load_model, save_checkpoint
 from models.config import coco_config, h36m_config
-from models.pose_model import build_model
+from models.build import build_model
 
 
 def _same_outputs(a, b, shape):

@@ -9,7 +9,7 @@ from models.checkpoint import load_model, save_checkpoint
 from models.config import PoseModelConfig, coco_config
 from models.heatmap import (HeatmapPoseModel, decode_heatmaps, heatmap_hw, heatmap_targets,
                             joints_mse_loss)
-from models.pose_model import build_model
+from models.build import build_model
 from models.predictor import Predictor, crops_for_boxes
 from models.skeleton import flip_permutation
 

@@ -4,7 +4,7 @@ import torch
 from models.backbone import BackboneError, create_backbone
 from models.config import PoseModelConfig, coco_config, h36m_config
 from models.head import NormLinear
-from models.pose_model import build_model
+from models.build import build_model
 
 
 @pytest.mark.parametrize("backbone", ["resnet18", "mobilenetv3_small_050"])

@@ -4,7 +4,8 @@ from torch import nn
 
 from models import geometry
 from models.config import coco_config, h36m_config
-from models.pose_model import PoseOutput, build_model
+from models.build import build_model
+from models.pose_model import PoseOutput
 from models.predictor import Predictor, crops_for_boxes, decode, forward_with_flip
 
 

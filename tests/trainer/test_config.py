@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from trainer.config import ConfigError, TrainConfig, list_presets, resolve_config
 
@@ -109,7 +110,7 @@ def test_presets_match_the_reference():
     assert (h36m.augment.scale_factor, h36m.augment.rot_factor, h36m.augment.rot_prob) == (0.3, 30, 0.6)
     assert h36m.augment.color_factor == 0.2 and h36m.augment.occlusion and h36m.augment.zero_weight_outside
     pre = resolve_config("256x192_res50_heatmap-pretrain")
-    assert (pre.head, pre.optim.epochs, pre.optim.milestones) == ("heatmap", 140, (90, 120))
+    assert (pre.loss, pre.model.head, pre.optim.epochs, pre.optim.milestones) == ("heatmap", "heatmap", 140, (90, 120))
     assert resolve_config("256x192_res50_regress-flow-finetune").init_from
 
 
@@ -128,3 +129,31 @@ def test_epochs_option_scales_the_presets_milestones_unless_they_are_given(tmp_p
     assert resolve_config(None, path).optim.milestones == (50, 75)   # the file alone: as written
     with pytest.raises(ConfigError, match="< optim.epochs"):           # a file's own mistake stays one
         resolve_config(None, _write(tmp_path, "optim:\n  epochs: 10\n  milestones: [50]\n"))
+
+
+@pytest.mark.parametrize("loss,head", [("rle", "rle"), ("l1", "rle"), ("heatmap", "heatmap")])
+def test_the_loss_picks_the_model_architecture(loss, head):
+    cfg = resolve_config(overrides={"loss": loss})
+    assert (cfg.loss, cfg.model.head) == (loss, head)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("loss", ["l1", "heatmap"])
+def test_stored_configs_with_the_old_head_key_still_load(tmp_path, loss):
+    cfg = resolve_config("synthetic-coco", overrides={"loss": loss})
+    old = cfg.to_dict()
+    old = {("head" if k == "loss" else k): v for k, v in old.items()}   # as written before the rename
+    assert "loss" not in old and old["head"] == loss
+    assert TrainConfig.from_dict(old) == cfg                            # a checkpoint's train_config
+    run_yaml = _write(tmp_path, yaml.safe_dump(old, sort_keys=False), "config.yaml")
+    assert resolve_config(config_file=run_yaml) == cfg                  # a run folder's config.yaml
+
+
+def test_a_model_head_that_contradicts_the_loss_fails_in_one_line():
+    with pytest.raises(ConfigError, match=r"model.head 'heatmap' \(--set model.head=heatmap\) contradicts "
+                       r"loss 'l1' \(option loss\)") as err:
+        resolve_config(overrides={"loss": "l1"}, sets=["model.head=heatmap"])
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"loss 'heatmap' \(option loss\) trains model.head 'heatmap'.*2D only"):
+        resolve_config(overrides={"loss": "heatmap", "data.dataset": "h36m"})
+    assert resolve_config(overrides={"loss": "heatmap"}, sets=["model.head=heatmap"]).model.head == "heatmap"

@@ -12,10 +12,11 @@ from click.testing import CliRunner
 from models.checkpoint import load_model, read_checkpoint, save_checkpoint
 from models.config import PoseModelConfig
 from models.heatmap import HeatmapPoseModel
-from models.pose_model import RLEPoseModel, build_model
+from models.build import build_model
+from models.pose_model import RLEPoseModel
 from trainer import engine, fit as fit_module
 from trainer.cli import eval_main, train_main
-from trainer.config import resolve_config
+from trainer.config import ConfigError, TrainConfig, resolve_config
 from trainer.data.synthetic import SyntheticSpec, write_coco
 from trainer.engine import NonFiniteLossError, clip_gradients
 from trainer.fit import fit
@@ -29,9 +30,9 @@ def data_root(tmp_path_factory):
     return write_coco(tmp_path_factory.mktemp("coco"), SyntheticSpec(num_train=12, num_val=4, seed=7))
 
 
-def _cfg(root, out, head="rle", epochs=1, *sets):
+def _cfg(root, out, loss="rle", epochs=1, *sets):
     return resolve_config("synthetic-coco", overrides={"data.data_root": str(root), "out_dir": str(out),
-                                                       "head": head, "optim.epochs": epochs},
+                                                       "loss": loss, "optim.epochs": epochs},
                           sets=["model.backbone=resnet10t", "model.input_hw=[64, 48]",
                                 "data.batch_size_per_gpu=4", "data.val_batch_size=8",
                                 "optim.milestones=[]", "log_every_steps=1", *sets])
@@ -45,27 +46,28 @@ def trained(data_root, tmp_path_factory):
     return out / "last.pth"
 
 
-def _check_run(run_dir, head, cls, steps):
+def _check_run(run_dir, loss, cls, steps):
     model = load_model(run_dir / "last.pth")
-    assert isinstance(model, cls) and model.config.head == ("heatmap" if head == "heatmap" else "rle")
+    assert isinstance(model, cls) and model.config.head == ("heatmap" if loss == "heatmap" else "rle")
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in lines if r["kind"] == "train"]
     assert [r["step"] for r in train] == list(range(1, steps + 1))
     assert all(math.isfinite(r["loss"]) for r in train), train   # finite, logged every step
     epoch = [r for r in lines if r["kind"] == "epoch"][-1]
     assert 0.0 <= epoch["val_AP"] <= 1.0                          # validation ran through evaluate
-    assert read_checkpoint(run_dir / "last.pth")["train_config"]["model"]["head"] == model.config.head
+    stored = read_checkpoint(run_dir / "last.pth")["train_config"]
+    assert stored["model"]["head"] == model.config.head and stored["loss"] == loss
 
 
 def test_rle_run_end_to_end(trained):
     _check_run(trained.parent, "rle", RLEPoseModel, 2)
 
 
-@pytest.mark.parametrize("head,cls", [("l1", RLEPoseModel), ("heatmap", HeatmapPoseModel)])
-def test_l1_and_heatmap_runs_end_to_end(data_root, tmp_path, head, cls):
-    fit(_cfg(data_root, tmp_path, head), max_steps_per_epoch=2, echo=lambda *_: None)
-    _check_run(tmp_path, head, cls, 2)
-    if head == "heatmap":   # stage 2: an RLE run --init-from stage 1's best.pth takes the backbone
+@pytest.mark.parametrize("loss,cls", [("l1", RLEPoseModel), ("heatmap", HeatmapPoseModel)])
+def test_l1_and_heatmap_runs_end_to_end(data_root, tmp_path, loss, cls):
+    fit(_cfg(data_root, tmp_path, loss), max_steps_per_epoch=2, echo=lambda *_: None)
+    _check_run(tmp_path, loss, cls, 2)
+    if loss == "heatmap":   # stage 2: an RLE run --init-from stage 1's best.pth takes the backbone
         lines = []
         fit(_cfg(data_root, tmp_path / "stage2", "rle", 1, f"init_from={tmp_path / 'best.pth'}"),
             max_steps_per_epoch=1, echo=lines.append)
@@ -204,3 +206,21 @@ def test_empty_detection_file_gives_a_one_line_error(trained, data_root, tmp_pat
     empty = tmp_path / "empty_dets.json"
     empty.write_text("[]")
     _one_line_error(_eval(trained, data_root, "--boxes", str(empty)))
+
+
+@pytest.mark.parametrize("option", ["--loss", "--head"])
+def test_loss_option_and_its_old_name_reach_the_config(tmp_path, monkeypatch, option):
+    seen = []
+    monkeypatch.setattr(fit_module, "fit", lambda cfg, **_: seen.append(cfg) or fit_module.FitResult(tmp_path, 0, None, None))
+    result = CliRunner().invoke(train_main, ["coco", "--data-root", str(tmp_path), "--out", str(tmp_path / "r"),
+                                             option, "heatmap"])
+    assert result.exit_code == 0, result.output
+    assert (seen[0].loss, seen[0].model.head) == ("heatmap", "heatmap")
+    warned = "warning: --head is renamed --loss; use --loss heatmap" in result.output
+    assert warned == (option == "--head")
+
+
+def test_fit_refuses_a_model_head_the_loss_does_not_train(tmp_path):
+    with pytest.raises(ConfigError, match="model.head 'rle' does not fit loss 'heatmap'"):
+        fit(TrainConfig(loss="heatmap", out_dir=str(tmp_path)))
+    assert not any(tmp_path.iterdir())

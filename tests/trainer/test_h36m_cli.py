@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from models.checkpoint import save_checkpoint
 from models.config import coco_config, h36m_config
-from models.pose_model import build_model
+from models.build import build_model
 from trainer.cli import eval_main, train_main
 from trainer.data import jpeg
 
