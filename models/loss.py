@@ -8,7 +8,11 @@ For every coordinate, with bar = (mu - gt) / sigma and log_phi the flow's log de
 
     nf_loss = log(sigma) - log_phi
     log_q   = log(sigma * sqrt(2 pi)) + |gt - mu| / (sqrt(2) sigma + 1e-9)
-    loss    = sum over B, K, D of (nf_loss + log_q) * w / B
+    loss    = sum over B, K, D of (nf_loss * w_nf + log_q * w) / B
+
+with w the (B, K, D) target weight. w_nf: in 2D the u weight broadcast over u and v (the official
+``nf_loss * gt_uv_weight[:, :, :1]``; it differs from w where u and v weights differ); in 3D the
+full (u, v, d) weight, as the official 3D loss.
 
 This is the official variant (log_q's constant differs from a normalised Laplace; mmpose issue
 #1766). Broadcast quirk, kept on purpose: log(sigma) is (B, K, D) while log_phi is one value per
@@ -85,7 +89,8 @@ class RLELoss(nn.Module):
             sigma = sigma.float().clamp_min(self.sigma_min)
             batch = mu.shape[0]
             bar = (mu - target) / sigma
-            nf = (torch.log(sigma) - self.log_phi(bar, weight)) * weight
+            nf_weight = weight[..., :1] if self.dims == 2 else weight   # official: u weight in 2D
+            nf = (torch.log(sigma) - self.log_phi(bar, weight)) * nf_weight
             log_q = (torch.log(sigma) + SQRT_2PI_LOG
                      + (target - mu).abs() / (math.sqrt(2) * sigma + 1e-9)) * weight
             scale = 1.0 / batch if batch > 0 and weight.sum() > 0 else 1.0

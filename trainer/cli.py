@@ -125,6 +125,14 @@ def train_h36m(**opts) -> None:
     _run_training("h36m", **opts)
 
 
+def _check_image_cache(image_decode: str, image_cache: str | None) -> None:
+    """Restart copies serve region decoding only: refuse ``--image-cache`` with full decoding."""
+    if image_cache and image_decode != "reduced":
+        raise click.ClickException(f"--image-cache {image_cache}: restart copies serve --image-decode "
+                                   "reduced only (full decoding reads whole images); drop it or add "
+                                   "--image-decode reduced")
+
+
 @click.group(help="Evaluate RLE checkpoints (project or official).")
 def eval_main() -> None:
     pass
@@ -142,10 +150,14 @@ def eval_main() -> None:
 @click.option("--workers", type=int, default=2, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--val-dir", default="images/val2017", show_default=True, help="Image folder under --data-root.")
-@click.option("--image-cache", help="Folder for restart-marker copies of the images (see rle-train --help).")
+@click.option("--image-decode", type=click.Choice(["full", "reduced"]), default="full", show_default=True,
+              help="full: whole images at full resolution, the reference's pixels; reduced: only the "
+              "crop's region, DCT-scaled for large boxes (faster, slightly different AP; README).")
+@click.option("--image-cache", help="With --image-decode reduced: folder for restart-marker copies of the "
+              "images (see rle-train --help).")
 @one_line_errors
 def eval_coco(checkpoint, data_root, boxes, score_threshold, flip, out_path, results_path,
-              batch_size, workers, device, val_dir, image_cache) -> None:
+              batch_size, workers, device, val_dir, image_decode, image_cache) -> None:
     from models.checkpoint import load_model
     from trainer.config import DataConfig, TrainConfig
     from trainer.data.coco import DatasetError
@@ -153,6 +165,7 @@ def eval_coco(checkpoint, data_root, boxes, score_threshold, flip, out_path, res
     from trainer.engine import resolve_device
     from trainer.evaluate import evaluate_coco_loader
     from models.files import write_json_atomic
+    _check_image_cache(image_decode, image_cache)
     dev = resolve_device(device)
     model = load_model(checkpoint, dev)
     if model.config.dims != 2:
@@ -163,7 +176,8 @@ def eval_coco(checkpoint, data_root, boxes, score_threshold, flip, out_path, res
         raise DatasetError(f"--boxes {boxes}: no such detection-results file (or use --boxes gt)")
     data = DataConfig(data_root=data_root, val_image_dir=val_dir, val_batch_size=batch_size,
                       workers=workers, val_boxes="det" if detected else "gt",
-                      det_score_threshold=score_threshold, image_cache=_absolute(image_cache))
+                      det_score_threshold=score_threshold, val_image_decode=image_decode,
+                      image_cache=_absolute(image_cache))
     cfg = TrainConfig(model=model.config, data=data)
     loader = build_val_loader(cfg, det_file=boxes if detected else None)
     loader.dataset.require_images(f"check --data-root (it must hold {val_dir}/) and --val-dir")
@@ -174,6 +188,7 @@ def eval_coco(checkpoint, data_root, boxes, score_threshold, flip, out_path, res
         click.echo("\nsigma vs error (visible joints, box-normalised):\n" + calib.format_table())
     if out_path:
         payload = {**metrics.to_dict(), "checkpoint": str(checkpoint), "boxes": boxes, "flip": flip,
+                   "image_decode": image_decode,
                    "calibration": calib.to_dict() if calib is not None else None}
         write_json_atomic(out_path, payload, indent=2)
 
@@ -191,9 +206,14 @@ H36M_TEST_FILE = "annotations/Sample_64_test_Human36M_protocol_2.json"
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--workers", type=int, default=2, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--image-cache", help="Folder for restart-marker copies of the images (see rle-train --help).")
+@click.option("--image-decode", type=click.Choice(["full", "reduced"]), default="full", show_default=True,
+              help="full: whole images at full resolution, the reference's pixels; reduced: only the "
+              "crop's region, DCT-scaled for large boxes (faster, slightly different AP; README).")
+@click.option("--image-cache", help="With --image-decode reduced: folder for restart-marker copies of the "
+              "images (see rle-train --help).")
 @one_line_errors
-def eval_h36m(checkpoint, data_root, flip, out_path, batch_size, workers, device, image_cache) -> None:
+def eval_h36m(checkpoint, data_root, flip, out_path, batch_size, workers, device, image_decode,
+              image_cache) -> None:
     from models.checkpoint import load_model
     from trainer.config import DataConfig, TrainConfig
     from trainer.data.coco import DatasetError
@@ -201,6 +221,7 @@ def eval_h36m(checkpoint, data_root, flip, out_path, batch_size, workers, device
     from trainer.engine import resolve_device
     from trainer.evaluate import evaluate_h36m_loader
     from models.files import write_json_atomic
+    _check_image_cache(image_decode, image_cache)
     dev = resolve_device(device)
     model = load_model(checkpoint, dev)
     if model.config.dims != 3:
@@ -212,12 +233,12 @@ def eval_h36m(checkpoint, data_root, flip, out_path, batch_size, workers, device
     prefix = "" if (root / H36M_TEST_FILE).is_file() and not (root / "h36m").is_dir() else "h36m/"
     data = DataConfig(dataset="h36m", data_root=str(root), val_annotation_file=prefix + H36M_TEST_FILE,
                       val_image_dir=prefix + "images", val_batch_size=batch_size, workers=workers,
-                      image_cache=_absolute(image_cache))
+                      val_image_decode=image_decode, image_cache=_absolute(image_cache))
     loader = build_val_loader(TrainConfig(model=model.config, data=data))
     loader.dataset.require_images(f"check --data-root (it must hold {prefix}images/)")
     metrics = evaluate_h36m_loader(model, loader, dev, flip)
     click.echo(metrics.format_table())
     if out_path:
         payload = {**metrics.to_dict(), "checkpoint": str(checkpoint), "flip": flip,
-                   "skipped": loader.dataset.instances.skipped}
+                   "image_decode": image_decode, "skipped": loader.dataset.instances.skipped}
         write_json_atomic(out_path, payload, indent=2)

@@ -41,7 +41,16 @@ def _check(ok: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the data lives and how it is loaded. Paths are relative to ``data_root``."""
+    """Where the data lives and how it is loaded. Paths are relative to ``data_root``.
+
+    Image decoding (``trainer/data/jpeg.py``): "full" decodes the whole image at full resolution
+    and warps it, the reference's (and the app's) pixels exactly; "reduced" decodes only the
+    crop's region, DCT-scaled by 2, 4 or 8 where the crop has at least that many image pixels per
+    crop pixel (a box over twice the crop size): faster, and its crops then differ by a few grey
+    levels. Training defaults to "reduced" (a speed option; augmentation moves pixels far more);
+    validation and ``rle-eval`` to "full" (``rle-eval --image-decode reduced`` opts in; its AP
+    effect is in the README). ``image_cache`` serves "reduced" decoding only.
+    """
 
     dataset: Literal["coco", "h36m"] = "coco"
     data_root: str = "data/coco"
@@ -55,7 +64,8 @@ class DataConfig:
     workers: int = 4                            # DataLoader worker processes per GPU
     batch_size_per_gpu: int = 32
     val_batch_size: int = 64
-    image_decode: Literal["reduced", "full"] = "reduced"   # JPEG DCT-scaled decoding, or full
+    image_decode: Literal["reduced", "full"] = "reduced"   # training images (speed option, below)
+    val_image_decode: Literal["reduced", "full"] = "full"  # validation and rle-eval (as the reference)
     image_cache: str | None = None              # folder for restart-marker copies of the images
                                                 # (trainer/data/jpeg.py): decode only the crop
                                                 # (relative: under data_root; the CLI makes it absolute)

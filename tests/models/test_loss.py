@@ -19,7 +19,8 @@ def _identity_flow_loss(dims):
 
 
 def _hand_loss(mu, sigma, gt, w, log_phi_fn):
-    """Independent per-element evaluation of the official formula (explicit loops)."""
+    """Independent per-element evaluation of the official formula (explicit loops): the flow term
+    takes the u weight in 2D (``gt_uv_weight[:, :, :1]``), each coordinate's own weight in 3D."""
     batch, joints, dims = mu.shape
     total = 0.0
     for b in range(batch):
@@ -31,7 +32,8 @@ def _hand_loss(mu, sigma, gt, w, log_phi_fn):
                 nf = math.log(sigma[b, k, d]) - log_phi
                 q = math.log(sigma[b, k, d] * math.sqrt(2 * math.pi)) + \
                     abs(gt[b, k, d] - mu[b, k, d]) / (math.sqrt(2) * sigma[b, k, d] + 1e-9)
-                total += (nf + q) * w[b, k, d]
+                w_nf = w[b, k, 0] if dims == 2 else w[b, k, d]
+                total += nf * w_nf + q * w[b, k, d]
     return total / batch
 
 
@@ -48,6 +50,36 @@ def test_2d_loss_equals_hand_computation_with_broadcast_quirk():
     loss = _identity_flow_loss(2)(mu, sigma, gt, w)
     expected = _hand_loss(mu.double(), sigma.double(), gt.double(), w.double(), _std_normal_log)
     assert abs(loss.item() - expected) < 1e-4 * max(1.0, abs(expected))
+
+
+def _official_2d(mu, sigma, gt, w):
+    """RLE_REFERENCE.md's 2D formula, vectorised, with an identity flow (log_phi = log N(bar; 0, I)):
+    (nf_loss * w[:, :, :1] + logQ * w).sum() / batch, nf_loss = log(sigma) - log_phi (B, K, 1)."""
+    bar = (mu - gt) / sigma
+    log_phi = (-0.5 * bar ** 2 - 0.5 * math.log(2 * math.pi)).sum(-1, keepdim=True)
+    nf_loss = torch.log(sigma) - log_phi
+    log_q = torch.log(sigma * math.sqrt(2 * math.pi)) + (gt - mu).abs() / (math.sqrt(2) * sigma + 1e-9)
+    return ((nf_loss * w[:, :, :1] + log_q * w).sum() / mu.shape[0]).item()
+
+
+def test_2d_flow_term_takes_the_u_weight_as_the_official_code():
+    """Unequal u/v weights: the flow term is weighted by w_u for both coordinates, log Q by each
+    coordinate's own weight (a full-weight flow term would give a different value)."""
+    torch.manual_seed(5)
+    mu, gt = torch.rand(3, 6, 2) - 0.5, torch.rand(3, 6, 2) - 0.5
+    sigma = torch.rand(3, 6, 2) * 0.5 + 0.01
+    w = torch.rand(3, 6, 2)
+    w[0, 1] = torch.tensor([1.0, 0.0])
+    w[1, 2] = torch.tensor([0.0, 1.0])
+    loss = _identity_flow_loss(2)(mu, sigma, gt, w).item()
+    d = (mu.double(), sigma.double(), gt.double(), w.double())
+    expected = _official_2d(*d)
+    assert abs(loss - expected) < 1e-5 * max(1.0, abs(expected))
+    assert abs(_hand_loss(*d, _std_normal_log) - expected) < 1e-9 * max(1.0, abs(expected))
+    bar = (d[0] - d[2]) / d[1]   # the other reading (flow term x each coordinate's weight), for contrast
+    nf = torch.log(d[1]) + 0.5 * (bar ** 2).sum(-1, keepdim=True) + math.log(2 * math.pi)
+    full_weight = expected + ((nf * d[3] - nf * d[3][:, :, :1]).sum() / 3).item()
+    assert abs(loss - full_weight) > 1e-2
 
 
 def test_3d_loss_uses_2d_flow_for_joints_without_depth():

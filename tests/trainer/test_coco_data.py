@@ -23,6 +23,7 @@ from trainer.data.jpeg import JpegReader, choose_reduction
 from trainer.data.loader import (WORKER_START, build_train_dataset, build_train_loader, build_val_dataset,
                                  build_val_loader, collate, seed_worker)
 from trainer.data.synthetic import SyntheticSpec, write_coco
+from models.predictor import crops_for_boxes
 from trainer.data.transforms import EvalTransform, PoseSample, TrainTransform
 
 CFG = coco_config("resnet10t", input_hw=(128, 96))
@@ -95,6 +96,34 @@ def test_reduced_decode_matches_full_decode(tmp_path):
             np.testing.assert_array_equal(full.target, reduced.target)
             diff = np.abs(full.image.astype(float) - reduced.image.astype(float))[4:-4, 4:-4]
             assert diff.mean() < 3.0, (input_hw, diff.mean())
+
+
+def test_eval_crops_of_large_boxes_are_the_full_resolution_warp(tmp_path):
+    """The evaluation data set (defaults: data.val_image_decode "full") gives, for boxes 8-13x the
+    crop, exactly the crops of the reference (the predictor's / app's ``crops_for_boxes``) and of an
+    independent full-resolution ``cv2.warpAffine`` of the decoded image. Reduced decoding, opted in,
+    does not (it decodes these at 1/8 size); training keeps "reduced" as its default."""
+    boxes = [[60, 40, 300, 400], [250, 100, 230, 330], [-40, 200, 260, 300]]   # xywh, one past the edge
+    root = _tiny_coco(tmp_path, [_ann(i + 1, b) for i, b in enumerate(boxes)])
+    path = root / "images" / "val2017" / "1.jpg"
+    noise = np.random.default_rng(0).integers(0, 60, (480, 640, 3))
+    cv2.imwrite(str(path), np.clip(_smooth_image()[..., ::-1] + noise, 0, 255).astype(np.uint8))
+    sets = ["model.backbone=resnet10t", "model.input_hw=[32, 24]"]
+    cfg = resolve_config(overrides={"data.data_root": str(root)}, sets=sets)
+    assert (cfg.data.image_decode, cfg.data.val_image_decode) == ("reduced", "full")
+    full, reduced = build_val_dataset(cfg), build_val_dataset(
+        resolve_config(overrides={"data.data_root": str(root)}, sets=[*sets, "data.val_image_decode=reduced"]))
+    image_rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    ref_crops, mats = crops_for_boxes(image_rgb, full.instances.boxes_xyxy, cfg.model)
+    for i in range(len(boxes)):
+        sample = full[i]
+        assert sample.size_px[0] / 24 > 8 and choose_reduction(sample.size_px[0] / 24) == 8
+        np.testing.assert_allclose(sample.crop_from_image, mats[i], rtol=1e-6, atol=1e-4)
+        independent = cv2.warpAffine(image_rgb, mats[i], (24, 32), flags=cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        np.testing.assert_array_equal(sample.image, independent)
+        np.testing.assert_array_equal(ref_crops[i], independent)
+        assert np.abs(reduced[i].image.astype(int) - independent).max() > 3
 
 
 def test_grayscale_jpeg_gives_three_channels(tmp_path):
@@ -276,7 +305,8 @@ def test_image_cache_gives_the_same_samples_and_mirrors_the_layout(tmp_path):
     itself (the data root as the cache would make it so)."""
     root = write_coco(tmp_path / "coco", SyntheticSpec(num_train=6, num_val=2, seed=3))
     preset = resolve_config("synthetic-coco", overrides={"data.data_root": str(root)},
-                            sets=["model.backbone=resnet10t", "model.input_hw=[128, 96]"])
+                            sets=["model.backbone=resnet10t", "model.input_hw=[128, 96]",
+                                  "data.val_image_decode=reduced"])   # (the cache serves reduced only)
     assert build_val_dataset(preset).cache.cache_dir == root / "restart-cache" / "images" / "val2017"
     base = dataclasses.replace(preset, data=dataclasses.replace(preset.data, image_cache=None))
     cached = dataclasses.replace(base, data=dataclasses.replace(base.data, image_cache=str(tmp_path / "cache")))
@@ -286,7 +316,7 @@ def test_image_cache_gives_the_same_samples_and_mirrors_the_layout(tmp_path):
         for i in range(len(plain)):
             a, b = plain[i], fast[i]
             np.testing.assert_array_equal(a.target, b.target)
-            assert np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 1
+            np.testing.assert_array_equal(a.image, b.image)
     for split in ("train2017", "val2017"):
         names = {p.name for p in (root / "images" / split).glob("*.jpg")}
         assert names and {p.name for p in (tmp_path / "cache" / "images" / split).glob("*.jpg")} <= names
@@ -294,3 +324,5 @@ def test_image_cache_gives_the_same_samples_and_mirrors_the_layout(tmp_path):
     own = dataclasses.replace(base, data=dataclasses.replace(base.data, image_cache=str(root)))
     with pytest.raises(DatasetError, match="data.image_cache is the image folder itself"):
         build_train_dataset(own)   # the data root as the cache: the copies would replace the images
+    full = dataclasses.replace(cached, data=dataclasses.replace(cached.data, val_image_decode="full"))
+    assert build_val_dataset(full).cache is None   # full decoding reads the originals

@@ -56,11 +56,14 @@ def test_train_then_evaluate_end_to_end(data_root, tmp_path):
         for folder in ("h36m/images", "mpii/images"):
             assert any((tmp_path / "cache" / folder).rglob("*.jpg")), folder
     json_path = tmp_path / "m.json"
+    result = _eval(out / "last.pth", "--data-root", data_root, "--image-cache", tmp_path / "cache")
+    assert result.exit_code == 1 and "serve --image-decode reduced only" in result.output   # default: full
     result = _eval(out / "last.pth", "--data-root", data_root, "--out", json_path,
-                   "--image-cache", tmp_path / "cache")
+                   "--image-decode", "reduced", "--image-cache", tmp_path / "cache")
     assert result.exit_code == 0, result.output
     metrics = json.loads(json_path.read_text())
     assert metrics["num_samples"] == 4 and metrics["flip"] is True
+    assert metrics["image_decode"] == "reduced"
     assert set(metrics["per_action"]) == {"Directions", "Discussion", "Eating", "Greeting"}
     # the printed table carries the numbers written to the JSON, row by row
     table = _printed_table(result.output)

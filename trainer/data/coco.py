@@ -222,11 +222,12 @@ def with_detections(gt: CocoInstances, det_path: str | Path, score_threshold: fl
                          {"below_threshold": len(dets) - len(keep) - unknown, "unknown_image": unknown})
 
 
-def image_cache_dir(cfg, image_dir: str) -> Path | None:
+def image_cache_dir(cfg, image_dir: str, image_decode: str | None = None) -> Path | None:
     """The restart-copy folder for ``data_root/image_dir`` under ``data.image_cache`` (the same
     relative path; a relative ``data.image_cache`` is under ``data.data_root``, as the other data
-    paths), None when ``data.image_cache`` is unset or decoding is "full"."""
-    if not cfg.data.image_cache or cfg.data.image_decode != "reduced":
+    paths), None when ``data.image_cache`` is unset or decoding (``image_decode``, default
+    ``data.image_decode``) is "full"."""
+    if not cfg.data.image_cache or (image_decode or cfg.data.image_decode) != "reduced":
         return None
     rel = Path(image_dir)
     return Path(cfg.data.data_root) / cfg.data.image_cache / rel.relative_to(rel.anchor)

@@ -208,8 +208,9 @@ def build_h36m_dataset(cfg, train: bool, rank: int = 0) -> CocoPoseDataset:
                                     cfg.model.root_index)
     transform = TrainTransform(cfg.model, cfg.augment) if train else EvalTransform(cfg.model)
     rel = cfg.data.train_image_dir if train else cfg.data.val_image_dir
-    return CocoPoseDataset(instances, root / rel, transform, cfg.data.image_decode, skip_unreadable=train,
-                           seed=cfg.seed + 1000 * rank, image_cache=image_cache_dir(cfg, rel))
+    decode = cfg.data.image_decode if train else cfg.data.val_image_decode
+    return CocoPoseDataset(instances, root / rel, transform, decode, skip_unreadable=train,
+                           seed=cfg.seed + 1000 * rank, image_cache=image_cache_dir(cfg, rel, decode))
 
 
 def build_train_loader(cfg, rank: int = 0, world_size: int = 1) -> DataLoader:

@@ -9,8 +9,9 @@ that region, as RGB, with ``_jpeg_roi`` (a small libjpeg-turbo extension):
   outside the region is entropy-decoded: the cost follows the crop's area, not the image's;
 - any other JPEG: rows above the region are entropy-decoded and skipped (Huffman data has no
   entry points), columns beside it never reach the IDCT, rows below are never read.
-``transforms.warp_crop`` folds the reduction and the region's origin into the affine, so the crop
-equals the full decode's crop up to the DCT scaling (identical at r = 1).
+``transforms.warp_crop`` places the region at its origin on a zero canvas and folds the reduction
+into the affine, so the crop equals the whole decode's crop at the same reduction: at r = 1 exactly
+the full-resolution warp's pixels (tests/trainer/test_jpeg.py).
 
 ``RestartCache`` keeps, per image, a lossless copy (the DCT coefficients copied, not re-encoded
 from pixels) with a restart marker after every MCU, made on an image's first use (one-time cost

@@ -134,8 +134,9 @@ def build_val_dataset(cfg, boxes: str | None = None, det_file: str | None = None
     if (boxes or cfg.data.val_boxes) == "det":
         instances = with_detections(instances, det_file or root / cfg.data.det_file,
                                     cfg.data.det_score_threshold)
-    return CocoPoseDataset(instances, root / cfg.data.val_image_dir, EvalTransform(cfg.model),
-                           cfg.data.image_decode, image_cache=image_cache_dir(cfg, cfg.data.val_image_dir))
+    decode = cfg.data.val_image_decode
+    return CocoPoseDataset(instances, root / cfg.data.val_image_dir, EvalTransform(cfg.model), decode,
+                           image_cache=image_cache_dir(cfg, cfg.data.val_image_dir, decode))
 
 
 def build_train_loader(cfg, rank: int = 0, world_size: int = 1) -> DataLoader:

@@ -93,14 +93,26 @@ class ArrayReader:
 def warp_crop(decoded: Decoded, crop_from_img: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
     """Warp a (possibly reduced, possibly partial) decoded image with ``crop_from_img`` (2, 3,
     full-image px) -> (H, W, 3) uint8 RGB, bilinear, zero border. Colour conversion happens on the
-    crop only."""
+    crop only.
+
+    A region is placed at its origin on a zero canvas rather than folded into the affine's
+    translation: warpAffine rounds its source coordinates from the affine, and a shifted
+    translation rounds differently now and then (crops 1 grey level off). With the canvas the
+    affine is the whole decode's, so a region at r = 1 gives the full-resolution warp's pixels
+    exactly (tests/trainer/test_jpeg.py). The zeros are never read: the region covers the crop
+    plus a margin, and it ends where the image ends."""
     r = decoded.reduction
+    image, (ox, oy) = decoded.image, decoded.origin_px
     mat = np.asarray(crop_from_img, np.float64).copy()
-    if r != 1 or decoded.origin_px != (0, 0):   # full px = origin + r * decoded px + (r - 1) / 2
-        mat[:, 2] += mat[:, :2] @ (np.asarray(decoded.origin_px, np.float64) + (r - 1) / 2.0)
+    if (ox, oy) != (0, 0) and ox % r == 0 and oy % r == 0 and min(ox, oy) >= 0:
+        canvas = np.zeros((oy // r + image.shape[0], ox // r + image.shape[1], *image.shape[2:]), np.uint8)
+        canvas[oy // r:, ox // r:] = image   # (calloc'd: the pages above and left stay unmapped)
+        image, ox, oy = canvas, 0, 0
+    if r != 1 or (ox, oy) != (0, 0):   # full px = origin + r * decoded px + (r - 1) / 2
+        mat[:, 2] += mat[:, :2] @ (np.asarray((ox, oy), np.float64) + (r - 1) / 2.0)
         mat[:, :2] *= r
     out_h, out_w = input_hw
-    crop = cv2.warpAffine(decoded.image, mat, (out_w, out_h), flags=cv2.INTER_LINEAR,
+    crop = cv2.warpAffine(image, mat, (out_w, out_h), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     if crop.ndim == 2 or crop.shape[2] == 1:
         return cv2.cvtColor(crop, cv2.COLOR_GRAY2RGB)
