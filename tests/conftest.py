@@ -1,5 +1,7 @@
 """Test-wide settings: offline hubs, quiet Gradio, small thread pools, deterministic seeds."""
+import json
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -18,27 +20,47 @@ def _seed():
     np.random.seed(0)
 
 
-def _official_layout(model):
-    """Re-key a project state dict into the official layout, from the documented key names only."""
-    dims = model.config.dims
-    out = {}
-    for key, value in model.state_dict().items():
-        if key.startswith("backbone."):
-            out["preact." + key[len("backbone."):]] = value
-        elif key.startswith("head.coord."):
-            out["fc_coord.linear." + key[len("head.coord."):]] = value
-        elif key.startswith("head.sigma."):
-            prefix = "fc_sigma.linear." if dims == 2 else "fc_sigma."
-            out[prefix + key[len("head.sigma."):]] = value
-        elif key.startswith("criterion.flow2d."):
-            prefix = "flow." if dims == 2 else "flow2d."
-            out[prefix + key[len("criterion.flow2d."):]] = value
-        elif key.startswith("criterion.flow3d."):
-            out["flow3d." + key[len("criterion.flow3d."):]] = value
-    return out
+OFFICIAL_KEYS = Path(__file__).resolve().parent / "data" / "official_rle_state_dicts.json"
+OFFICIAL_MASKS = {2: [[0, 1], [1, 0]] * 3, 3: [[0, 0, 1], [1, 1, 0]] * 3}   # by flow width; regression_nf*.py
+
+
+def official_state_dict(name: str = "coco-laplace-rle.pth", seed: int = 0, mu: np.ndarray | None = None,
+                        sigma: float | None = None) -> dict[str, torch.Tensor]:
+    """A state dict with exactly the keys and shapes of the official checkpoint ``name`` (from the
+    checked-in list in tests/data, read from the official code), filled with seeded random values:
+    He-scaled convolutions, BatchNorm statistics near identity, the official flow masks. With ``mu``
+    (K, D) and ``sigma`` the heads' weights are zero and their biases give that output for any
+    input (u, v[, d] in [-0.5, 0.5]; sigma in (0, 1), after the official sigmoid)."""
+    spec = json.loads(OFFICIAL_KEYS.read_text())[name]
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in spec["shapes"].items():
+        leaf = key.rsplit(".", 1)[-1]
+        if leaf == "mask":
+            value = torch.tensor(OFFICIAL_MASKS[shape[1]], dtype=torch.float32)
+        elif leaf == "num_batches_tracked":
+            value = torch.tensor(0)
+        elif leaf == "running_var":
+            value = 0.5 + torch.rand(shape, generator=gen)
+        elif leaf in ("running_mean", "bias"):
+            value = 0.1 * torch.randn(shape, generator=gen)
+        elif len(shape) == 4:                                      # convolutions: He init
+            value = torch.randn(shape, generator=gen) * (2.0 / np.prod(shape[1:])) ** 0.5
+        elif len(shape) == 1:                                      # BatchNorm weight
+            value = 1.0 + 0.1 * torch.randn(shape, generator=gen)
+        else:                                                      # linear layers
+            value = 0.05 * torch.randn(shape, generator=gen)
+        state[key] = value
+    if mu is not None:
+        sigma_key = "fc_sigma.linear" if spec["dims"] == 2 else "fc_sigma"
+        state["fc_coord.linear.weight"].zero_()
+        state["fc_coord.linear.bias"] = torch.as_tensor(np.asarray(mu), dtype=torch.float32).reshape(-1)
+        state[f"{sigma_key}.weight"].zero_()
+        state[f"{sigma_key}.bias"].fill_(float(np.log(sigma / (1 - sigma))))
+    return state
 
 
 @pytest.fixture(scope="session")
-def official_layout():
-    """The re-keying function above, for tests that write official-layout checkpoints."""
-    return _official_layout
+def official_state():
+    """``official_state_dict`` above, for tests that write official checkpoints."""
+    return official_state_dict

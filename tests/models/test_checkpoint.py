@@ -1,8 +1,11 @@
+import math
+
 import pytest
 import torch
+import torchvision
 
 from models.checkpoint import CheckpointError, load_model, save_checkpoint
-from models.config import coco_config, h36m_config
+from models.config import coco_config
 from models.build import build_model
 
 
@@ -23,30 +26,91 @@ def test_project_round_trip_gives_identical_outputs(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))  # the temp file was renamed away
 
 
+OFFICIAL = {2: "coco-laplace-rle.pth", 3: "h36m-laplace-rle.pth"}
+MEAN_RGB, STD_RGB = torch.tensor([0.406, 0.457, 0.480]), torch.tensor([0.225, 0.224, 0.229])
+
+
+def _official_outputs(state: dict, images01: torch.Tensor, dims: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official RegressFlow / RegressFlow3D forward, written out from the official code with
+    torchvision's ResNet-50 as the backbone (it has the official backbone's parameter names):
+    2D input ``x - mean`` (no std), 3D ``(x - mean) / std``; mu = f W^T / |f| + b, sigma =
+    sigmoid(f Ws^T + bs) (+ 1e-9 in 3D); in 3D, depth made root-relative (root = joint 0)."""
+    net = torchvision.models.resnet50()
+    missing, unexpected = net.load_state_dict(
+        {k[len("preact."):]: v for k, v in state.items() if k.startswith("preact.")}, strict=False)
+    assert sorted(missing) == ["fc.bias", "fc.weight"] and not unexpected
+    net.fc = torch.nn.Identity()
+    x = images01 - MEAN_RGB.view(1, 3, 1, 1)
+    if dims == 3:
+        x = x / STD_RGB.view(1, 3, 1, 1)
+    with torch.no_grad():
+        f = net.eval()(x)
+    n = f.shape[0]
+    mu = (f @ state["fc_coord.linear.weight"].T) / f.norm(dim=1, keepdim=True) + state["fc_coord.linear.bias"]
+    sigma_key = "fc_sigma.linear" if dims == 2 else "fc_sigma"
+    sigma = torch.sigmoid(f @ state[f"{sigma_key}.weight"].T + state[f"{sigma_key}.bias"]).reshape(n, -1, dims)
+    mu = mu.reshape(n, -1, dims)
+    if dims == 3:
+        sigma = sigma + 1e-9
+        mu[:, :, 2] -= mu[:, :1, 2].clone()
+    return mu, sigma
+
+
+def _official_log_prob(state: dict, prefix: str, x: torch.Tensor) -> torch.Tensor:
+    """The official RealNVP.log_prob (layers/real_nvp.py) on the state's tensors: layers in reverse,
+    z = (1 - m)(z - t(m z)) exp(-s(m z)) + m z, log det -= sum(s), plus the standard normal prior."""
+    def net(kind, i, h, last_tanh):
+        for j in (0, 2, 4):
+            h = h @ state[f"{prefix}.{kind}.{i}.{j}.weight"].T + state[f"{prefix}.{kind}.{i}.{j}.bias"]
+            if j < 4:
+                h = torch.nn.functional.leaky_relu(h)
+        return torch.tanh(h) if last_tanh else h
+    masks, z, log_det = state[f"{prefix}.mask"], x, torch.zeros(x.shape[0])
+    for i in reversed(range(len(masks))):
+        m = masks[i]
+        s, t = net("s", i, m * z, True) * (1 - m), net("t", i, m * z, False) * (1 - m)
+        z = (1 - m) * (z - t) * torch.exp(-s) + m * z
+        log_det -= s.sum(dim=1)
+    prior = -0.5 * (z ** 2).sum(dim=1) - 0.5 * x.shape[1] * math.log(2 * math.pi)
+    return prior + log_det
+
+
 @pytest.mark.parametrize("dims", [2, 3])
-def test_official_layout_loads_with_the_same_outputs(tmp_path, dims, official_layout):
-    cfg = coco_config("resnet50") if dims == 2 else h36m_config("resnet50")
-    model = build_model(cfg)
-    state = official_layout(model)
-    assert ("flow3d.mask" in state) == (dims == 3)
-    torch.save(state, tmp_path / "official.pth")
-    loaded = load_model(tmp_path / "official.pth")
+def test_official_checkpoint_predicts_what_the_official_model_computes(tmp_path, dims, official_state):
+    state = official_state(OFFICIAL[dims], seed=dims)
+    torch.save(state, tmp_path / OFFICIAL[dims])
+    loaded = load_model(tmp_path / OFFICIAL[dims]).eval()
     assert loaded.config.dims == dims and loaded.config.backbone == "resnet50"
-    assert loaded.config.source == "official:official.pth"
-    assert loaded.config.mean_rgb == (0.406, 0.457, 0.480)
-    assert loaded.config.std_rgb == ((1.0, 1.0, 1.0) if dims == 2 else (0.225, 0.224, 0.229))
+    assert loaded.config.source == f"official:{OFFICIAL[dims]}"
+    assert loaded.config.input_hw == ((256, 192) if dims == 2 else (256, 256))
     assert loaded.config.box_factor == (1.25 if dims == 2 else 1.0)
-    _same_outputs(model, loaded, (1, 3, *cfg.input_hw))
+    images = torch.rand(2, 3, *loaded.config.input_hw, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = loaded(images)
+    mu, sigma = _official_outputs(state, images, dims)
+    assert mu.std() > 1e-3 and 0.01 < sigma.mean() < 0.99        # not a degenerate comparison
+    torch.testing.assert_close(out.mu, mu, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out.sigma, sigma, rtol=1e-4, atol=1e-6)
+    # the flows: the loss's log density equals the official RealNVP's on the same tensors
+    flows = {"flow": loaded.criterion.flow2d} if dims == 2 else {
+        "flow2d": loaded.criterion.flow2d, "flow3d": loaded.criterion.flow3d}
+    for prefix, flow in flows.items():
+        x = torch.randn(64, state[f"{prefix}.mask"].shape[1], generator=torch.Generator().manual_seed(2))
+        with torch.no_grad():
+            torch.testing.assert_close(flow.log_prob(x), _official_log_prob(state, prefix, x), rtol=1e-5, atol=1e-5)
 
 
-def test_ddp_prefix_and_wrapped_state_dict_load(tmp_path, official_layout):
-    model = build_model(coco_config("resnet18"))
-    state = {"module." + k: v for k, v in official_layout(model).items()}
-    torch.save({"state_dict": state}, tmp_path / "wrapped.pth")
-    assert load_model(tmp_path / "wrapped.pth").config.backbone == "resnet18"
+def test_ddp_prefix_and_wrapped_state_dict_load(tmp_path, official_state):
+    plain = official_state()
+    torch.save(plain, tmp_path / "plain.pth")
+    torch.save({"state_dict": {"module." + k: v for k, v in plain.items()}}, tmp_path / "wrapped.pth")
+    a, b = load_model(tmp_path / "plain.pth"), load_model(tmp_path / "wrapped.pth")
+    assert b.config.backbone == "resnet50"
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(va, vb)
 
 
-def test_bad_files_give_one_line_errors(tmp_path, official_layout):
+def test_bad_files_give_one_line_errors(tmp_path, official_state):
     with pytest.raises(CheckpointError, match="no such checkpoint file"):
         load_model(tmp_path / "missing.pth")
     (tmp_path / "text.pth").write_text("hello")
@@ -55,8 +119,7 @@ def test_bad_files_give_one_line_errors(tmp_path, official_layout):
     torch.save({"weight": torch.zeros(2)}, tmp_path / "foreign.pth")
     with pytest.raises(CheckpointError, match="neither an rle-pose checkpoint nor an official"):
         load_model(tmp_path / "foreign.pth")
-    model = build_model(coco_config("resnet18"))
-    state = official_layout(model)
+    state = official_state()
     del state["fc_sigma.linear.bias"]
     state["extra.weight"] = torch.zeros(1)
     torch.save(state, tmp_path / "broken.pth")
@@ -66,9 +129,8 @@ def test_bad_files_give_one_line_errors(tmp_path, official_layout):
     assert "\n" not in str(info.value)
 
 
-def test_shape_mismatch_is_named(tmp_path, official_layout):
-    model = build_model(coco_config("resnet18"))
-    state = official_layout(model)
+def test_shape_mismatch_is_named(tmp_path, official_state):
+    state = official_state()
     state["fc_sigma.linear.weight"] = torch.zeros(34, 10)
     torch.save(state, tmp_path / "shape.pth")
     with pytest.raises(CheckpointError, match="fc_sigma|head.sigma.weight has shape"):

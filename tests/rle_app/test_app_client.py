@@ -1,8 +1,8 @@
 """The app on loopback, driven by gradio_client: predict_image, predict_video, predict_frame.
 
-The models are official-layout state dicts (coco-laplace-rle.pth, h36m-laplace-rle.pth) of a small
-ResNet whose head weights are zero, so every crop gets the same known (u, v[, d]) and sigma; the
-expected image pixels are computed here from the box alone (centre + u * crop width, ...).
+The models are official checkpoints (coco-laplace-rle.pth, h36m-laplace-rle.pth: the official keys and
+shapes, tests/data) whose head weights are zero, so every crop gets the same known (u, v[, d]) and
+sigma; the expected image pixels are computed here from the box alone (centre + u * crop width, ...).
 """
 import json
 import socket
@@ -13,23 +13,12 @@ import pytest
 import torch
 from gradio_client import Client, handle_file
 
-from models import build_model, coco_config, h36m_config
+from models.checkpoint import load_model
 from rle_app.cli import build_app
 from rle_app.loading import ASSETS_DIR
 
 MU_2D = np.stack([np.linspace(-0.3, 0.3, 17), np.linspace(-0.4, 0.4, 17)], axis=1)
 SIGMA = 0.05
-
-
-def _constant_model(cfg, mu):
-    """A model whose output is ``mu`` (K, D) and sigma SIGMA for every input."""
-    model = build_model(cfg)
-    with torch.no_grad():
-        model.head.coord.weight.zero_()
-        model.head.coord.bias.copy_(torch.as_tensor(mu, dtype=torch.float32).reshape(-1))
-        model.head.sigma.weight.zero_()
-        model.head.sigma.bias.fill_(float(np.log(SIGMA / (1 - SIGMA))))
-    return model
 
 
 def _expected_px(mu, image_hw, input_hw, box_factor):
@@ -47,21 +36,20 @@ def _free_port():
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory, official_layout):
+def app(tmp_path_factory, official_state):
     folder = tmp_path_factory.mktemp("ckpt")
-    torch.manual_seed(0)
-    model_2d = _constant_model(coco_config("resnet18"), MU_2D)
     mu_3d = np.concatenate([np.zeros((18, 2)), np.linspace(-0.1, 0.1, 18)[:, None]], axis=1)
-    model_3d = _constant_model(h36m_config("resnet18"), mu_3d)
-    torch.save(official_layout(model_2d), folder / "coco-laplace-rle.pth")
-    torch.save({"state_dict": official_layout(model_3d)}, folder / "h36m-laplace-rle.pth")
+    torch.save(official_state("coco-laplace-rle.pth", mu=MU_2D, sigma=SIGMA), folder / "coco-laplace-rle.pth")
+    torch.save({"state_dict": official_state("h36m-laplace-rle.pth", mu=mu_3d, sigma=SIGMA)},
+               folder / "h36m-laplace-rle.pth")
+    config_2d = load_model(folder / "coco-laplace-rle.pth").config
     demo, allowed = build_app(str(folder / "coco-laplace-rle.pth"), str(folder / "h36m-laplace-rle.pth"),
                               detector="full-frame", device="cpu")
     demo.queue()
     port = _free_port()
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, allowed_paths=allowed,
                 max_file_size="20mb", show_error=True)
-    yield Client(f"http://127.0.0.1:{port}", verbose=False), model_2d.config, mu_3d
+    yield Client(f"http://127.0.0.1:{port}", verbose=False), config_2d, mu_3d
     demo.close()
 
 

@@ -26,17 +26,6 @@ def data_root(tmp_path_factory, h36m_files):
     return root
 
 
-def _official_3d_layout(model) -> dict:
-    """A project 3D state dict re-keyed to the official h36m-laplace-rle.pth names."""
-    names = {"backbone.": "preact.", "head.coord.": "fc_coord.linear.", "head.sigma.": "fc_sigma.",
-             "criterion.flow2d.": "flow2d.", "criterion.flow3d.": "flow3d."}
-    out = {}
-    for key, value in model.state_dict().items():
-        prefix = next(p for p in names if key.startswith(p))
-        out[names[prefix] + key[len(prefix):]] = value
-    return out
-
-
 def _eval(*args):
     return CliRunner().invoke(eval_main, ["h36m", *map(str, args), "--workers", "0", "--batch-size", "4"])
 
@@ -91,10 +80,9 @@ def _printed_table(output: str) -> dict[str, tuple[str, str, str]]:
     return rows
 
 
-def test_official_3d_layout_evaluates(data_root, tmp_path):
-    model = build_model(h36m_config("resnet18"))
+def test_official_3d_layout_evaluates(data_root, tmp_path, official_state):
     path = tmp_path / "h36m-laplace-rle.pth"
-    torch.save(_official_3d_layout(model), path)
+    torch.save(official_state("h36m-laplace-rle.pth"), path)
     result = _eval(path, "--data-root", data_root / "h36m", "--no-flip")   # the h36m folder works too
     assert result.exit_code == 0, result.output
     assert "All" in result.output.splitlines()[-1]
