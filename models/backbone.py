@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 import timm
 import torch
+from huggingface_hub import try_to_load_from_cache   # timm's own dependency
 from torch import nn
 
 HUB_TIMEOUT_S = 3.0   # one connect attempt to the hub before any download (which retries ~50 s)
@@ -27,10 +28,13 @@ def create_backbone(name: str, pretrained: bool = False) -> nn.Module:
         close = timm.list_models(f"*{name.split('.')[0]}*")[:5]
         hint = f"; similar: {', '.join(close)}" if close else ""
         raise BackboneError(f"unknown timm backbone '{name}'{hint}")
+    overlay = {}
     if pretrained:
-        require_hub(name)
+        cached = require_hub(name)
+        if cached is not None:        # hub unreachable, weights cached: read them, no download
+            overlay = {"pretrained_cfg_overlay": {"file": cached}}
     try:
-        return timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="avg")
+        return timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="avg", **overlay)
     except (OSError, RuntimeError, ValueError) as exc:  # hub/network errors come in many types
         if not pretrained:
             raise
@@ -58,19 +62,37 @@ def weights_host(name: str) -> tuple[str, int] | None:
     return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
 
 
-def require_hub(name: str, timeout_s: float = HUB_TIMEOUT_S) -> None:
+def cached_weights(name: str) -> str | None:
+    """Path of ``name``'s pretrained weights in the local Hugging Face cache, or None."""
+    cfg = timm.models.get_pretrained_cfg(name, allow_unregistered=True)
+    if cfg is None or not cfg.hf_hub_id:
+        return None
+    for filename in ("model.safetensors", "pytorch_model.bin"):   # what timm fetches, in its order
+        path = try_to_load_from_cache(cfg.hf_hub_id, filename)
+        if isinstance(path, str):
+            return path
+    return None
+
+
+def require_hub(name: str, timeout_s: float = HUB_TIMEOUT_S) -> str | None:
     """Before a pretrained download: one TCP connect (``timeout_s``) to the weights' host, so an
-    unreachable hub is a one-line ``BackboneError`` at once instead of a minute of retries. Skipped
-    with ``HF_HUB_OFFLINE=1`` (timm then reads the local cache)."""
+    unreachable hub is known at once instead of after a minute of retries. Unreachable with the
+    weights in the local cache: returns their path (train on, offline); without them: a one-line
+    ``BackboneError``. Skipped with ``HF_HUB_OFFLINE=1`` (timm then reads the local cache)."""
     host = None if _hub_offline() else weights_host(name)
     if host is None:
-        return
+        return None
     try:
         socket.create_connection(host, timeout=timeout_s).close()
+        return None
     except OSError as exc:
+        cached = cached_weights(name)
+        if cached is not None:
+            return cached
         raise BackboneError(
             f"pretrained weights for backbone '{name}': the hub {host[0]}:{host[1]} is unreachable "
-            f"({type(exc).__name__}); set HF_HUB_OFFLINE=1 to use a cached copy, or train without them "
+            f"({type(exc).__name__}) and they are not in the local cache; connect once to cache them (later runs then work offline, "
+            "or set HF_HUB_OFFLINE=1), or train without them "
             "(--no-pretrained, config pretrained: false) or from a checkpoint (--init-from)") from None
 
 

@@ -4,6 +4,7 @@ import socket
 
 import pytest
 import timm
+import torch
 
 from models import backbone
 from models.backbone import BackboneError, create_backbone, weights_host
@@ -42,3 +43,26 @@ def test_offline_mode_and_no_weights_skip_the_check(monkeypatch):
     backbone.require_hub("resnet10t")
     create_backbone("resnet10t", pretrained=False)
     assert connects == []
+
+
+def test_unreachable_hub_with_cached_weights_loads_them_without_a_download(monkeypatch, tmp_path):
+    """The weights in the local Hugging Face cache (the hub's own layout) and the hub unreachable:
+    the backbone is built from the cached file, with no download attempt."""
+    import huggingface_hub.constants
+    from safetensors.torch import save_file
+
+    reference = timm.create_model("resnet10t", pretrained=False, num_classes=0, global_pool="avg")
+    repo = tmp_path / "models--timm--resnet10t.c3_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    save_file(reference.state_dict(), str(repo / "snapshots" / ("0" * 40) / "model.safetensors"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    downloads = []
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: downloads.append(a))
+    model = create_backbone("resnet10t", pretrained=True)
+    assert downloads == []
+    for (key, mine), (_, theirs) in zip(model.state_dict().items(), reference.state_dict().items(), strict=True):
+        assert torch.equal(mine, theirs), key
