@@ -33,10 +33,12 @@ import numpy as np  # noqa: E402
 import trainer.data.transforms as transforms  # noqa: E402
 from models.config import coco_config  # noqa: E402
 from trainer.config import AugmentConfig  # noqa: E402
-from trainer.data.coco import CocoPoseDataset, load_coco_instances  # noqa: E402
-from trainer.data.jpeg import REDUCED_FLAGS, JpegReader, RestartCache, restart_copy  # noqa: E402
+from trainer.data.coco import load_coco_instances  # noqa: E402
+from trainer.data.dataset import CocoPoseDataset  # noqa: E402
+from trainer.data.images import REDUCED_FLAGS, JpegReader, RestartCache, restart_copy  # noqa: E402
 from trainer.data.synthetic import SyntheticSpec, write_coco  # noqa: E402
-from trainer.data.transforms import Decoded, TrainTransform  # noqa: E402
+from trainer.data.images import Decoded  # noqa: E402
+from trainer.data.transforms import TrainTransform  # noqa: E402
 
 TIMES = {"decode": 0.0, "warp": 0.0}   # accumulated by the timed reader and the timed warp
 

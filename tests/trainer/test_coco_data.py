@@ -16,12 +16,11 @@ from models.config import coco_config
 from models.skeleton import COCO17
 from trainer.config import AugmentConfig, resolve_config
 from trainer.data.check import validate_annotations
-from trainer.data.coco import (AnnotationWarning, CocoPoseDataset, DatasetError, SkippedSampleWarning,
-                               joint_set_from_category, load_coco_instances, with_detections)
-from trainer.data import jpeg
-from trainer.data.jpeg import JpegReader, choose_reduction
-from trainer.data.loader import (WORKER_START, build_train_dataset, build_train_loader, build_val_dataset,
-                                 build_val_loader, collate, seed_worker)
+from trainer.data.coco import (AnnotationWarning, build_train_dataset, build_train_loader, build_val_dataset,
+                               build_val_loader, joint_set_from_category, load_coco_instances, with_detections)
+from trainer.data.dataset import (WORKER_START, CocoPoseDataset, DatasetError, SkippedSampleWarning, collate,
+                                  seed_worker)
+from trainer.data.images import JpegReader, _jpeg_roi, choose_reduction
 from trainer.data.synthetic import SyntheticSpec, write_coco
 from models.predictor import crops_for_boxes
 from trainer.data.transforms import EvalTransform, PoseSample, TrainTransform
@@ -296,7 +295,7 @@ def test_empty_detection_file_is_a_one_line_error(tmp_path):
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.skipif(jpeg._jpeg_roi is None and not os.environ.get("CI"),   # CI builds it: runs there
+@pytest.mark.skipif(_jpeg_roi is None and not os.environ.get("CI"),   # CI builds it: runs there
                     reason="trainer.data._jpeg_roi not built")
 def test_image_cache_gives_the_same_samples_and_mirrors_the_layout(tmp_path):
     """With data.image_cache the training and validation samples are those without it (same

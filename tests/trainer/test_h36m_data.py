@@ -16,7 +16,7 @@ from models.loss import RLELoss
 from models.pose_model import PoseOutput
 from models.predictor import decode
 from trainer.config import AugmentConfig, resolve_config
-from trainer.data.coco import CocoPoseDataset, DatasetError
+from trainer.data.dataset import CocoPoseDataset, DatasetError
 from trainer.data.h36m import H36MDataWarning, build_h36m_dataset, load_h36m_instances
 from trainer.data.mpii import MixedDataset, build_mpii_dataset
 from trainer.data.transforms import TrainTransform

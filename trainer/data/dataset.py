@@ -1,10 +1,19 @@
-"""Batches and loaders for the pose data sets: ``PoseBatch``, ``collate``, per-worker seeding,
-``make_loader`` (training shuffled or distributed, evaluation in order and split across ranks), and
-the COCO ``build_*_dataset`` / ``build_*_loader`` functions that read a ``TrainConfig``."""
+"""The generic top-down data set, for every data set: instance table, data set, batches, loaders.
+
+``CocoInstances`` is the instance table (boxes and joints in image pixels, one row per person);
+``CocoPoseDataset`` turns each row into a ``PoseSample`` (a reader for the image file, a
+transform); ``PoseBatch`` and ``collate`` stack samples; ``make_loader`` builds the DataLoader
+(training shuffled or distributed, evaluation in order and split across ranks). Each data set's
+module (``coco``, ``h36m``, ``mpii``) reads its annotation files into an instance table and holds
+its own ``build_*`` functions.
+"""
 from __future__ import annotations
 
+import json
 import multiprocessing
-from dataclasses import dataclass
+import os
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -12,9 +21,127 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
-from trainer.data.coco import (CocoInstances, CocoPoseDataset, DatasetError, image_cache_dir,
-                               load_coco_instances, with_detections)
-from trainer.data.transforms import EvalTransform, PoseSample, TrainTransform
+from models.skeleton import JointSet
+from trainer.data.images import ImageReadError, JpegReader, RestartCache
+from trainer.data.transforms import EvalTransform, Instance, PoseSample
+
+
+class DatasetError(RuntimeError):
+    """Data on disk is missing or malformed; the message is one line naming the file and a fix."""
+
+
+class SkippedSampleWarning(UserWarning):
+    """A training sample was skipped (unreadable image); the message carries the running count."""
+
+
+@dataclass
+class CocoInstances:
+    """Person instances of one COCO keypoint file. N instances, M images, K joints.
+
+    ``image_files`` (M,) paths relative to the image dir; ``image_wh`` (M, 2) px; ``image_ids`` (M,);
+    ``image_index`` (N,) into the image arrays; ``boxes_xyxy`` (N, 4) px; ``joints`` (N, K, 2) px;
+    ``joints_vis`` (N, K) (COCO v: 0 unlabelled, 1 occluded, 2 visible); ``scores`` (N,) box scores
+    (1 for GT); ``skipped``: annotations left out, by reason.
+    """
+
+    joint_set: JointSet
+    image_files: list[str]
+    image_wh: np.ndarray
+    image_ids: np.ndarray
+    image_index: np.ndarray
+    ann_ids: np.ndarray
+    boxes_xyxy: np.ndarray
+    joints: np.ndarray
+    joints_vis: np.ndarray
+    scores: np.ndarray
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ann_ids)
+
+
+def read_json(path: Path, what: str, fix: str) -> object:
+    """Load a JSON file or raise a one-line DatasetError naming it and ``fix``."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: {what} not found; {fix}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        where = f" (line {err.lineno}, column {err.colno})" if isinstance(err, json.JSONDecodeError) else ""
+        raise DatasetError(f"{path}: {what} is not valid JSON{where}; re-download or regenerate it") from None
+
+
+def image_cache_dir(cfg, image_dir: str, image_decode: str | None = None) -> Path | None:
+    """The restart-copy folder for ``data_root/image_dir`` under ``data.image_cache`` (the same
+    relative path; a relative ``data.image_cache`` is under ``data.data_root``, as the other data
+    paths), None when ``data.image_cache`` is unset or decoding (``image_decode``, default
+    ``data.image_decode``) is "full"."""
+    if not cfg.data.image_cache or (image_decode or cfg.data.image_decode) != "reduced":
+        return None
+    rel = Path(image_dir)
+    return Path(cfg.data.data_root) / cfg.data.image_cache / rel.relative_to(rel.anchor)
+
+
+class CocoPoseDataset(Dataset):
+    """One ``PoseSample`` per instance. In training (``skip_unreadable``) an unreadable image is a
+    counted ``SkippedSampleWarning`` and another instance is drawn; otherwise a DatasetError.
+    ``image_cache``: a folder for the images' restart-marker copies (``jpeg.RestartCache``)."""
+
+    def __init__(self, instances: CocoInstances, image_dir: str | Path, transform: EvalTransform,
+                 image_decode: str = "reduced", skip_unreadable: bool = False, seed: int = 0,
+                 image_cache: str | Path | None = None) -> None:
+        self.instances, self.image_dir, self.transform = instances, Path(image_dir), transform
+        self.image_decode, self.skip_unreadable = image_decode, skip_unreadable
+        self.rng = np.random.default_rng(seed)
+        self.num_skipped = 0
+        if not self.image_dir.is_dir():
+            raise DatasetError(f"{self.image_dir}: image folder not found; check data.data_root and "
+                               "the image dir (data.train_image_dir / data.val_image_dir)")
+        self.cache = None   # (picklable: loader workers get a copy)
+        if image_cache is not None:
+            if Path(image_cache).resolve() == self.image_dir.resolve():
+                raise DatasetError(f"{image_cache}: data.image_cache is the image folder itself; "
+                                   "give it a folder of its own")
+            self.cache = RestartCache(self.image_dir, image_cache)
+
+    def require_images(self, fix: str) -> None:
+        """Before a run: every image an instance needs is a readable file, else one DatasetError
+        line with how many are missing and the first three paths; ``fix`` says what to do."""
+        names = [self.instances.image_files[i] for i in np.unique(self.instances.image_index)]
+        missing = [str(self.image_dir / n) for n in names
+                   if not (self.image_dir / n).is_file() or not os.access(self.image_dir / n, os.R_OK)]
+        if missing:
+            more = ", ..." if len(missing) > 3 else ""
+            raise DatasetError(f"{len(missing)} of {len(names)} images missing or unreadable "
+                               f"({', '.join(missing[:3])}{more}); {fix}")
+
+    def reseed(self, seed: int) -> None:
+        """Give this copy (one per worker) its own augmentation stream."""
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.instances)
+
+    def instance(self, index: int) -> Instance:
+        s, i = self.instances, int(self.instances.image_index[index])
+        return Instance(s.boxes_xyxy[index], s.joints[index], s.joints_vis[index], tuple(s.image_wh[i]),
+                        int(s.image_ids[i]), int(s.ann_ids[index]), float(s.scores[index]))
+
+    def __getitem__(self, index: int) -> PoseSample:
+        for _ in range(10):
+            inst = self.instance(index)
+            name = self.instances.image_files[int(self.instances.image_index[index])]
+            path = self.image_dir / name if self.cache is None else self.cache(name)
+            try:
+                return self.transform(inst, JpegReader(path, self.image_decode), self.rng)
+            except ImageReadError as err:
+                if not self.skip_unreadable:
+                    raise DatasetError(f"{err}; fix or remove it from the annotation file") from None
+                self.num_skipped += 1
+                warnings.warn(f"{err}: sample skipped ({self.num_skipped} skipped so far in this "
+                              "process)", SkippedSampleWarning, stacklevel=2)
+                index = int(self.rng.integers(len(self)))
+        raise DatasetError(f"{self.image_dir}: 10 unreadable images in a row; check the image folder")
 
 
 @dataclass
@@ -92,61 +219,3 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, workers: int, se
                       drop_last=train and len(dataset) >= batch_size, worker_init_fn=seed_worker,
                       generator=generator, persistent_workers=workers > 0,
                       multiprocessing_context=WORKER_START if workers > 0 else None)
-
-
-def _root(cfg) -> Path:
-    root = Path(cfg.data.data_root)
-    if cfg.data.dataset != "coco":
-        raise DatasetError(f"data.dataset '{cfg.data.dataset}': this loader reads COCO-format data only")
-    if not root.is_dir():
-        raise DatasetError(f"{root}: data root not found; set data.data_root to the folder holding "
-                           "annotations/ and the image folders")
-    return root
-
-
-def _check_joints(instances: CocoInstances, cfg, path: Path) -> None:
-    have = tuple(n.lower() for n in instances.joint_set.joints)
-    want = tuple(n.lower() for n in cfg.model.joint_names)
-    if have != want:
-        raise DatasetError(f"{path}: its {len(have)} joints ({', '.join(have[:3])}, ...) differ from "
-                           f"model.joint_names ({len(want)}: {', '.join(want[:3])}, ...); set model.joint_names")
-
-
-def build_train_dataset(cfg, rank: int = 0) -> CocoPoseDataset:
-    """Training ``CocoPoseDataset`` from a ``TrainConfig`` (augmented, unreadable images skipped)."""
-    root = _root(cfg)
-    path = root / cfg.data.train_annotation_file
-    instances = load_coco_instances(path)
-    _check_joints(instances, cfg, path)
-    transform = TrainTransform(cfg.model, cfg.augment, instances.joint_set.flip_pairs)
-    return CocoPoseDataset(instances, root / cfg.data.train_image_dir, transform, cfg.data.image_decode,
-                           skip_unreadable=True, seed=cfg.seed + 1000 * rank,
-                           image_cache=image_cache_dir(cfg, cfg.data.train_image_dir))
-
-
-def build_val_dataset(cfg, boxes: str | None = None, det_file: str | None = None) -> CocoPoseDataset:
-    """Evaluation ``CocoPoseDataset``: ``boxes`` "gt" (every kept GT person) or "det" (the
-    detection file, ``data.det_score_threshold``); default ``data.val_boxes``. No augmentation."""
-    root = _root(cfg)
-    path = root / cfg.data.val_annotation_file
-    instances = load_coco_instances(path, skip_at_fault=False)
-    _check_joints(instances, cfg, path)
-    if (boxes or cfg.data.val_boxes) == "det":
-        instances = with_detections(instances, det_file or root / cfg.data.det_file,
-                                    cfg.data.det_score_threshold)
-    decode = cfg.data.val_image_decode
-    return CocoPoseDataset(instances, root / cfg.data.val_image_dir, EvalTransform(cfg.model), decode,
-                           image_cache=image_cache_dir(cfg, cfg.data.val_image_dir, decode))
-
-
-def build_train_loader(cfg, rank: int = 0, world_size: int = 1) -> DataLoader:
-    """Training loader: ``data.batch_size_per_gpu`` per process, ``data.workers`` workers."""
-    return make_loader(build_train_dataset(cfg, rank), cfg.data.batch_size_per_gpu, True,
-                       cfg.data.workers, cfg.seed, rank, world_size)
-
-
-def build_val_loader(cfg, rank: int = 0, world_size: int = 1, boxes: str | None = None,
-                     det_file: str | None = None) -> DataLoader:
-    """Evaluation loader: ``data.val_batch_size``, in order, each instance once across ranks."""
-    return make_loader(build_val_dataset(cfg, boxes, det_file), cfg.data.val_batch_size, False,
-                       cfg.data.workers, cfg.seed, rank, world_size)

@@ -22,13 +22,14 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader
 
+from models.geometry import camera_to_pixel, world_to_camera
 from models.skeleton import H36M18
-from trainer.data.coco import (CocoInstances, CocoPoseDataset, DatasetError, gt_box_xyxy, image_cache_dir,
-                               read_json)
-from trainer.data.loader import make_loader
+from trainer.data.coco import gt_box_xyxy
+from trainer.data.dataset import (CocoInstances, CocoPoseDataset, DatasetError, image_cache_dir, make_loader,
+                                  read_json)
 from trainer.data.mpii import MixedDataset, build_mpii_dataset
 from trainer.data.transforms import EvalTransform, TrainTransform
-from trainer.metrics.h36m_eval import camera_to_pixel, parse_h36m_file_name, world_to_camera
+from trainer.metrics.h36m_eval import parse_h36m_file_name
 
 TRAIN_SUBJECTS = (1, 5, 6, 7, 8)    # protocol 2: train on S1, S5, S6, S7, S8
 TEST_SUBJECTS = (9, 11)             # protocol 2: test on S9, S11

@@ -29,12 +29,13 @@ import math
 import os
 import warnings
 from pathlib import Path
+from collections.abc import Callable
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 
 from models.files import write_bytes_atomic
-from trainer.data.transforms import Decoded
 
 try:   # optional C extension (pyproject.toml ext-modules); absent -> OpenCV fallback
     from trainer.data import _jpeg_roi
@@ -46,6 +47,31 @@ REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMRE
 IMAGE_DECODES = ("reduced", "full")
 MARGIN_PX = 2   # beyond the bilinear footprint: covers warpAffine's fixed-point rounding and
                 # libjpeg's edge upsampling (the region's first column differs from a full decode)
+
+
+class Decoded(NamedTuple):
+    """A decoded image or image region: (h, w, 3) or (h, w) uint8; pixel i of it covers full-image
+    pixels [o + r*i, o + r*i + r) (centre o + r*i + (r-1)/2) for ``reduction`` r and origin o
+    (``origin_px`` (x, y), full-image px); ``bgr`` tells the channel order."""
+
+    image: np.ndarray
+    reduction: int
+    bgr: bool
+    origin_px: tuple[int, int] = (0, 0)
+
+
+# (crop_from_img (2, 3) image px -> crop px, crop input_hw) -> the pixels the crop needs
+ImageReader = Callable[[np.ndarray, tuple[int, int]], Decoded]
+
+
+class ArrayReader:
+    """An in-memory RGB (or grey) image as an ``ImageReader`` (never reduced)."""
+
+    def __init__(self, image: np.ndarray) -> None:
+        self.image = image
+
+    def __call__(self, crop_from_img: np.ndarray, input_hw: tuple[int, int]) -> Decoded:
+        return Decoded(self.image, 1, False)
 
 
 class ImageReadError(OSError):

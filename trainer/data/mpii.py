@@ -17,7 +17,8 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from models.skeleton import H36M18, MPII_TO_H36M
-from trainer.data.coco import CocoInstances, CocoPoseDataset, DatasetError, image_cache_dir, load_coco_instances
+from trainer.data.coco import load_coco_instances
+from trainer.data.dataset import CocoInstances, CocoPoseDataset, DatasetError, image_cache_dir
 from trainer.data.transforms import PoseSample, TrainTransform
 
 MPII_ANNOTATION_FILE = "mpii/annotations/annot_mpii.json"   # relative to data.data_root

@@ -17,7 +17,6 @@ flip TEST mirrors the input tensor around (W - 1) / 2 instead, hence its u -> -u
 from __future__ import annotations
 
 from typing import NamedTuple
-from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -26,6 +25,7 @@ from models.config import PoseModelConfig
 from models.geometry import apply_affine, boxes_to_center_scale, crop_from_image, crop_to_norm
 from models.skeleton import flip_permutation
 from trainer.config import AugmentConfig
+from trainer.data.images import Decoded, ImageReader
 
 LOWER_BODY_WORDS = ("hip", "knee", "ankle", "foot", "heel", "toe", "pelvis", "leg", "thigh")
 
@@ -63,31 +63,6 @@ class PoseSample(NamedTuple):
     image_id: int
     ann_id: int
     score: float
-
-
-class Decoded(NamedTuple):
-    """A decoded image or image region: (h, w, 3) or (h, w) uint8; pixel i of it covers full-image
-    pixels [o + r*i, o + r*i + r) (centre o + r*i + (r-1)/2) for ``reduction`` r and origin o
-    (``origin_px`` (x, y), full-image px); ``bgr`` tells the channel order."""
-
-    image: np.ndarray
-    reduction: int
-    bgr: bool
-    origin_px: tuple[int, int] = (0, 0)
-
-
-# (crop_from_img (2, 3) image px -> crop px, crop input_hw) -> the pixels the crop needs
-ImageReader = Callable[[np.ndarray, tuple[int, int]], Decoded]
-
-
-class ArrayReader:
-    """An in-memory RGB (or grey) image as an ``ImageReader`` (never reduced)."""
-
-    def __init__(self, image: np.ndarray) -> None:
-        self.image = image
-
-    def __call__(self, crop_from_img: np.ndarray, input_hw: tuple[int, int]) -> Decoded:
-        return Decoded(self.image, 1, False)
 
 
 def warp_crop(decoded: Decoded, crop_from_img: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.data.figures import (H36M_POINTS, BodyShape, Camera, body_points, lerp_pose,
-                                  look_at, place_body, sample_pose, sample_shape)
-from trainer.data.synthetic_render import encode_jpeg, render_scene
+from trainer.data.synthetic.figures import (H36M_POINTS, BodyShape, Camera, body_points, lerp_pose,
+                                            look_at, place_body, sample_pose, sample_shape)
+from trainer.data.synthetic.render import encode_jpeg, render_scene
 
 H36M_ACTIONS: dict[int, str] = {
     2: "Directions", 3: "Discussion", 4: "Eating", 5: "Greeting", 6: "Phoning", 7: "Posing",

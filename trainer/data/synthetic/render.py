@@ -1,6 +1,6 @@
 """Rendering of synthetic people with OpenCV: painter's algorithm, visibility, silhouettes.
 
-A figure (the P body points of ``trainer.data.figures``, world mm) becomes parts: capsules for the
+A figure (the P body points of ``trainer.data.synthetic.figures``, world mm) becomes parts: capsules for the
 limbs, a dilated hull for the torso, an ellipse for the head with face marks. Parts of all figures
 are painted far to near by their mean camera depth, into the RGB image and into a label image of
 part ids, so a point is visible (2) when the part on top at its pixel carries it, occluded (1) when
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from trainer.data.figures import FACE_POINTS, BodyShape, Camera
+from trainer.data.synthetic.figures import FACE_POINTS, BodyShape, Camera
 
 _SHIFT = 4                    # fixed-point bits of the cv2 drawing calls
 _SCALE = float(1 << _SHIFT)
