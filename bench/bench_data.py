@@ -34,7 +34,7 @@ import trainer.data.transforms as transforms  # noqa: E402
 from models.config import coco_config  # noqa: E402
 from trainer.config import AugmentConfig  # noqa: E402
 from trainer.data.coco import load_coco_instances  # noqa: E402
-from trainer.data.dataset import CocoPoseDataset  # noqa: E402
+from trainer.data.dataset import TopDownDataset  # noqa: E402
 from trainer.data.images import REDUCED_FLAGS, JpegReader, RestartCache, restart_copy  # noqa: E402
 from trainer.data.synthetic import SyntheticSpec, write_coco  # noqa: E402
 from trainer.data.images import Decoded  # noqa: E402
@@ -93,7 +93,7 @@ NAMES = {"baseline": "full decode (baseline)", "region": "region decode, plain f
          "ours": "restart copies, crop only (ours)"}
 
 
-def _one(ds: CocoPoseDataset, transform: TrainTransform, i: int, method: str, seed: int) -> tuple:
+def _one(ds: TopDownDataset, transform: TrainTransform, i: int, method: str, seed: int) -> tuple:
     """One sample by ``method``: (total, decode, warp) seconds and the reduction used."""
     path = ds.image_dir / ds.instances.image_files[int(ds.instances.image_index[i])]
     rng = np.random.default_rng(seed)   # the same draws for every method (not timed: a data set
@@ -104,7 +104,7 @@ def _one(ds: CocoPoseDataset, transform: TrainTransform, i: int, method: str, se
     return time.perf_counter() - start, TIMES["decode"], TIMES["warp"], reader.reduction
 
 
-def run(ds: CocoPoseDataset, transform: TrainTransform, passes: int) -> dict:
+def run(ds: TopDownDataset, transform: TrainTransform, passes: int) -> dict:
     """``passes`` walks over every instance, the two methods interleaved sample by sample (so
     both see the same machine load). Returns per-sample MEDIAN ms (robust to other processes
     preempting this one; "rest" = median total - median decode - median warp), samples/s =
@@ -182,7 +182,7 @@ def main() -> None:
     for input_hw in ((256, 192), (128, 96)):
         cfg = coco_config("resnet50", input_hw=input_hw)
         transform = TrainTransform(cfg, AugmentConfig())
-        ds = CocoPoseDataset(instances, folder, transform)
+        ds = TopDownDataset(instances, folder, transform)
         run(ds, transform, 1)   # warm the page cache
         results = run(ds, transform, args.passes)
         for method, r in results.items():

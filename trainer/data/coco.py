@@ -1,12 +1,12 @@
-"""COCO-format keypoint data (any keypoint count): annotations and the data set.
+"""COCO-format keypoint data (any keypoint count): annotations -> ``PoseInstances``, and the COCO
+``build_*_dataset`` / ``build_*_loader`` functions that read a ``TrainConfig``.
 
 Annotations follow the reference's rules: crowd annotations and those without labelled keypoints
 (``num_keypoints == 0``, all-zero keypoints, area <= 0, an empty box) are skipped; a GT box
 [x, y, w, h] becomes (x, y, x + max(w-1, 0), y + max(h-1, 0)) clipped to the image, a detected box
 (x, y, x + w, y + h) unclipped. Joint names, flip pairs (``left_``/``right_``, ``l_``/``r_``) and the
-skeleton come from the category. Images are decoded only where and as finely as the crop needs
-(``trainer/data/jpeg.py``). Loaders: ``trainer/data/loader.py``; annotation checks:
-``trainer/data/check.py``.
+skeleton come from the category. The data set, batches and loaders are the generic ones
+(``trainer/data/dataset.py``); annotation checks: ``trainer/data/check.py``.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from models.skeleton import JointSet
-from trainer.data.dataset import (CocoInstances, CocoPoseDataset, DatasetError, image_cache_dir, make_loader,
+from trainer.data.dataset import (PoseInstances, TopDownDataset, DatasetError, image_cache_dir, make_loader,
                                   read_json)
 from trainer.data.transforms import EvalTransform, TrainTransform
 
@@ -103,8 +103,8 @@ def _warn_faults(path: Path, faults: list[tuple[object, object, str]], skipped: 
                   AnnotationWarning, stacklevel=3)
 
 
-def load_coco_instances(ann_path: str | Path, skip_at_fault: bool = True) -> CocoInstances:
-    """Read a COCO keypoints file into ``CocoInstances`` (GT, skipping as the reference). Of the
+def load_coco_instances(ann_path: str | Path, skip_at_fault: bool = True) -> PoseInstances:
+    """Read a COCO keypoints file into ``PoseInstances`` (GT, skipping as the reference). Of the
     annotations the reference would use, those at fault (``annotation_problems``: unknown image,
     NaN/inf, keypoints far outside the box) are counted and named in one ``AnnotationWarning`` and
     skipped (``skipped['at_fault']``) when ``skip_at_fault`` (training); evaluation keeps those it
@@ -145,14 +145,14 @@ def load_coco_instances(ann_path: str | Path, skip_at_fault: bool = True) -> Coc
         rows.append((i, ann.get("id", -1), box, kps.reshape(k, 3)))
     _warn_faults(path, faults, skip_at_fault)
     kps = np.array([r[3] for r in rows], np.float64).reshape(-1, k, 3)
-    return CocoInstances(joint_set, [str(im["file_name"]) for im in images], wh,
+    return PoseInstances(joint_set, [str(im["file_name"]) for im in images], wh,
                          np.array([im["id"] for im in images], np.int64),
                          np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.int64),
                          np.array([r[2] for r in rows], np.float64).reshape(-1, 4), kps[..., :2],
                          kps[..., 2].copy(), np.ones(len(rows)), skipped)
 
 
-def with_detections(gt: CocoInstances, det_path: str | Path, score_threshold: float = 0.0) -> CocoInstances:
+def with_detections(gt: PoseInstances, det_path: str | Path, score_threshold: float = 0.0) -> PoseInstances:
     """Instances from a COCO detection-results file (person boxes, score >= threshold) on the
     images of ``gt``; boxes (x, y, x + w, y + h) unclipped, joints zero (unknown)."""
     path = Path(det_path)
@@ -168,7 +168,7 @@ def with_detections(gt: CocoInstances, det_path: str | Path, score_threshold: fl
     keep = [d for d in keep if int(d["image_id"]) in index_of]
     boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in keep)], np.float64)
     n, k = len(keep), gt.joint_set.num_joints
-    return CocoInstances(gt.joint_set, gt.image_files, gt.image_wh, gt.image_ids,
+    return PoseInstances(gt.joint_set, gt.image_files, gt.image_wh, gt.image_ids,
                          np.array([index_of[int(d["image_id"])] for d in keep], np.int64),
                          np.full(n, -1, np.int64), boxes.reshape(-1, 4), np.zeros((n, k, 2)),
                          np.zeros((n, k)), np.array([float(d["score"]) for d in keep]),
@@ -185,7 +185,7 @@ def _root(cfg) -> Path:
     return root
 
 
-def _check_joints(instances: CocoInstances, cfg, path: Path) -> None:
+def _check_joints(instances: PoseInstances, cfg, path: Path) -> None:
     have = tuple(n.lower() for n in instances.joint_set.joints)
     want = tuple(n.lower() for n in cfg.model.joint_names)
     if have != want:
@@ -193,20 +193,20 @@ def _check_joints(instances: CocoInstances, cfg, path: Path) -> None:
                            f"model.joint_names ({len(want)}: {', '.join(want[:3])}, ...); set model.joint_names")
 
 
-def build_train_dataset(cfg, rank: int = 0) -> CocoPoseDataset:
-    """Training ``CocoPoseDataset`` from a ``TrainConfig`` (augmented, unreadable images skipped)."""
+def build_train_dataset(cfg, rank: int = 0) -> TopDownDataset:
+    """Training ``TopDownDataset`` from a ``TrainConfig`` (augmented, unreadable images skipped)."""
     root = _root(cfg)
     path = root / cfg.data.train_annotation_file
     instances = load_coco_instances(path)
     _check_joints(instances, cfg, path)
     transform = TrainTransform(cfg.model, cfg.augment, instances.joint_set.flip_pairs)
-    return CocoPoseDataset(instances, root / cfg.data.train_image_dir, transform, cfg.data.image_decode,
+    return TopDownDataset(instances, root / cfg.data.train_image_dir, transform, cfg.data.image_decode,
                            skip_unreadable=True, seed=cfg.seed + 1000 * rank,
                            image_cache=image_cache_dir(cfg, cfg.data.train_image_dir))
 
 
-def build_val_dataset(cfg, boxes: str | None = None, det_file: str | None = None) -> CocoPoseDataset:
-    """Evaluation ``CocoPoseDataset``: ``boxes`` "gt" (every kept GT person) or "det" (the
+def build_val_dataset(cfg, boxes: str | None = None, det_file: str | None = None) -> TopDownDataset:
+    """Evaluation ``TopDownDataset``: ``boxes`` "gt" (every kept GT person) or "det" (the
     detection file, ``data.det_score_threshold``); default ``data.val_boxes``. No augmentation."""
     root = _root(cfg)
     path = root / cfg.data.val_annotation_file
@@ -216,7 +216,7 @@ def build_val_dataset(cfg, boxes: str | None = None, det_file: str | None = None
         instances = with_detections(instances, det_file or root / cfg.data.det_file,
                                     cfg.data.det_score_threshold)
     decode = cfg.data.val_image_decode
-    return CocoPoseDataset(instances, root / cfg.data.val_image_dir, EvalTransform(cfg.model), decode,
+    return TopDownDataset(instances, root / cfg.data.val_image_dir, EvalTransform(cfg.model), decode,
                            image_cache=image_cache_dir(cfg, cfg.data.val_image_dir, decode))
 
 

@@ -1,7 +1,7 @@
 """The generic top-down data set, for every data set: instance table, data set, batches, loaders.
 
-``CocoInstances`` is the instance table (boxes and joints in image pixels, one row per person);
-``CocoPoseDataset`` turns each row into a ``PoseSample`` (a reader for the image file, a
+``PoseInstances`` is the instance table (boxes and joints in image pixels, one row per person);
+``TopDownDataset`` turns each row into a ``PoseSample`` (a reader for the image file, a
 transform); ``PoseBatch`` and ``collate`` stack samples; ``make_loader`` builds the DataLoader
 (training shuffled or distributed, evaluation in order and split across ranks). Each data set's
 module (``coco``, ``h36m``, ``mpii``) reads its annotation files into an instance table and holds
@@ -35,12 +35,14 @@ class SkippedSampleWarning(UserWarning):
 
 
 @dataclass
-class CocoInstances:
-    """Person instances of one COCO keypoint file. N instances, M images, K joints.
+class PoseInstances:
+    """Person instances of one annotation file (COCO, MPII; H36M's ``H36MInstances`` adds its
+    cameras). N instances, M images, K joints.
 
     ``image_files`` (M,) paths relative to the image dir; ``image_wh`` (M, 2) px; ``image_ids`` (M,);
-    ``image_index`` (N,) into the image arrays; ``boxes_xyxy`` (N, 4) px; ``joints`` (N, K, 2) px;
-    ``joints_vis`` (N, K) (COCO v: 0 unlabelled, 1 occluded, 2 visible); ``scores`` (N,) box scores
+    ``image_index`` (N,) into the image arrays; ``boxes_xyxy`` (N, 4) px; ``joints`` (N, K, 2) px
+    (or (N, K, 3): x, y px and a depth target); ``joints_vis`` (N, K) (COCO v: 0 unlabelled,
+    1 occluded, 2 visible) or (N, K, D) per coordinate; ``scores`` (N,) box scores
     (1 for GT); ``skipped``: annotations left out, by reason.
     """
 
@@ -82,12 +84,12 @@ def image_cache_dir(cfg, image_dir: str, image_decode: str | None = None) -> Pat
     return Path(cfg.data.data_root) / cfg.data.image_cache / rel.relative_to(rel.anchor)
 
 
-class CocoPoseDataset(Dataset):
+class TopDownDataset(Dataset):
     """One ``PoseSample`` per instance. In training (``skip_unreadable``) an unreadable image is a
     counted ``SkippedSampleWarning`` and another instance is drawn; otherwise a DatasetError.
     ``image_cache``: a folder for the images' restart-marker copies (``jpeg.RestartCache``)."""
 
-    def __init__(self, instances: CocoInstances, image_dir: str | Path, transform: EvalTransform,
+    def __init__(self, instances: PoseInstances, image_dir: str | Path, transform: EvalTransform,
                  image_decode: str = "reduced", skip_unreadable: bool = False, seed: int = 0,
                  image_cache: str | Path | None = None) -> None:
         self.instances, self.image_dir, self.transform = instances, Path(image_dir), transform
