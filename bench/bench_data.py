@@ -14,7 +14,7 @@ random draws for every method).
 - region, plain files: ``JpegReader('reduced')`` without the cache (the default): rows above the
   crop entropy-decoded and skipped, columns beside it not IDCT'd;
 - baseline: ``cv2.imread`` of the full image, BGR->RGB of the whole image, the same warp.
-Breakdown per sample: decode (incl. the baseline's full-image BGR->RGB), warp (``warp_crop``),
+Breakdown per sample: decode (incl. the baseline's full-image BGR->RGB), warp (``crop_rgb``: ``geometry.warp_crops`` + colour),
 rest (augmentation draws and targets). Per-sample medians: numbers depend on the machine's load.
 """
 from __future__ import annotations
@@ -176,7 +176,7 @@ def main() -> None:
     size = sum(p.stat().st_size for p in made) / sum(p.stat().st_size for p in files)
     print(f"restart copies (one-time, made before timing): median {np.median(copy_ms):.2f} ms/image "
           f"(full decode {by_r[1]:.2f} ms), size x{size:.3f} of the originals")
-    transforms.warp_crop = _timed_warp(transforms.warp_crop)
+    transforms.crop_rgb = _timed_warp(transforms.crop_rgb)
     print("\n| crop | method | samples/s | decode ms | warp ms | rest ms | total ms | r=1/2/4/8 % |")
     print("|---|---|---|---|---|---|---|---|")
     for input_hw in ((256, 192), (128, 96)):

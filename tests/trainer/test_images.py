@@ -14,8 +14,8 @@ from models.geometry import apply_affine, invert_affine
 from trainer.config import AugmentConfig
 from trainer.data import images as image_io
 from trainer.data.images import (ArrayReader, ImageReadError, JpegReader, RestartCache, _jpeg_roi, crop_bounds_px,
-                                 decode_region, exif_orientation, restart_copy)
-from trainer.data.transforms import EvalTransform, Instance, TrainTransform, warp_crop
+                                 crop_rgb, decode_region, exif_orientation, restart_copy)
+from trainer.data.transforms import EvalTransform, Instance, TrainTransform
 
 CFG = coco_config("resnet10t", input_hw=(128, 96))
 HW = (237, 317)   # not a multiple of the 16 px MCU: partial MCUs at the right and bottom
@@ -178,7 +178,7 @@ def test_crop_outside_the_image_is_zero(tmp_path):
     mat = np.array([[1.0, 0, 1000.0], [0, 1.0, 1000.0]])   # the crop sees image px (-1000, -1000)...
     decoded = JpegReader(path)(mat, (16, 12))
     assert not decoded.image.any()
-    assert not warp_crop(decoded, mat, (16, 12)).any()
+    assert not crop_rgb(decoded, mat, (16, 12)).any()
 
 
 @needs_extension
@@ -257,12 +257,12 @@ def test_rotated_crop_skips_the_mcus_it_does_not_reach(tmp_path, gray, monkeypat
     sizes = []
     real_decode = _jpeg_roi.decode
     monkeypatch.setattr(_jpeg_roi, "decode", lambda d, *a: sizes.append(len(d)) or real_decode(d, *a))
-    ours = warp_crop(JpegReader(path)(mat, CFG.input_hw), mat, CFG.input_hw)
+    ours = crop_rgb(JpegReader(path)(mat, CFG.input_hw), mat, CFG.input_hw)
     x0, y0, x1, y1 = crop_bounds_px(mat, CFG.input_hw)
     box_only = _jpeg_roi.splice(data, x0 - 2, y0 - 2, x1 + 2, y1 + 2)[0]
     assert sizes[-1] < 0.8 * len(box_only)
     whole = JpegReader(path, "full").whole(1)
-    full = warp_crop(whole, mat, CFG.input_hw)
+    full = crop_rgb(whole, mat, CFG.input_hw)
     assert np.abs(ours.astype(int) - full.astype(int)).max() <= 1
 
 

@@ -9,9 +9,9 @@ that region, as RGB, with ``_jpeg_roi`` (a small libjpeg-turbo extension):
   outside the region is entropy-decoded: the cost follows the crop's area, not the image's;
 - any other JPEG: rows above the region are entropy-decoded and skipped (Huffman data has no
   entry points), columns beside it never reach the IDCT, rows below are never read.
-``transforms.warp_crop`` places the region at its origin on a zero canvas and folds the reduction
-into the affine, so the crop equals the whole decode's crop at the same reduction: at r = 1 exactly
-the full-resolution warp's pixels (tests/trainer/test_jpeg.py).
+``crop_rgb`` (``models.geometry.warp_crops``) places the region at its origin on a zero canvas and
+folds the reduction into the affine, so the crop equals the whole decode's crop at the same
+reduction: at r = 1 exactly the full-resolution warp's pixels (tests/trainer/test_images.py).
 
 ``RestartCache`` keeps, per image, a lossless copy (the DCT coefficients copied, not re-encoded
 from pixels) with a restart marker after every MCU, made on an image's first use (one-time cost
@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 
 from models.files import write_bytes_atomic
+from models.geometry import apply_affine, invert_affine, warp_crops
 
 try:   # optional C extension (pyproject.toml ext-modules); absent -> OpenCV fallback
     from trainer.data import _jpeg_roi
@@ -74,6 +75,17 @@ class ArrayReader:
         return Decoded(self.image, 1, False)
 
 
+def crop_rgb(decoded: Decoded, crop_from_img: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
+    """The (H, W, 3) uint8 RGB crop of a (possibly reduced, possibly partial) decode with
+    ``crop_from_img`` (2, 3, full-image px -> crop px): ``geometry.warp_crops`` at the decode's
+    reduction and origin, then colour conversion on the crop only."""
+    crop = warp_crops(decoded.image, np.asarray(crop_from_img)[None], input_hw, decoded.reduction,
+                      decoded.origin_px)[0]
+    if crop.ndim == 2 or crop.shape[2] == 1:
+        return cv2.cvtColor(crop, cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(crop, cv2.COLOR_BGR2RGB) if decoded.bgr else crop
+
+
 class ImageReadError(OSError):
     """An image file is missing or cannot be decoded."""
 
@@ -92,14 +104,10 @@ def src_px_per_crop_px(crop_from_img: np.ndarray) -> float:
 def crop_corners_px(crop_from_img: np.ndarray, input_hw: tuple[int, int]) -> list[float]:
     """The crop's corner pixel centres in full-image px, in order around the crop:
     [x, y] * 4 flattened (the quad a bilinear warp reads within 1 px of)."""
-    (a, b, tx), (c, d, ty) = np.asarray(crop_from_img, np.float64).tolist()
-    det = a * d - b * c   # image = A^-1 (crop - t), A^-1 = [[d, -b], [-c, a]] / det
     h, w = input_hw
-    quad = []
-    for cx, cy in ((0, 0), (w - 1, 0), (w - 1, h - 1), (0, h - 1)):
-        px, py = cx - tx, cy - ty
-        quad += [(d * px - b * py) / det, (a * py - c * px) / det]
-    return quad
+    corners_crop = np.array([[[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]]], np.float64)
+    image_from_crop = invert_affine(np.asarray(crop_from_img, np.float64)[None])
+    return apply_affine(image_from_crop, corners_crop)[0].reshape(-1).tolist()
 
 
 def crop_bounds_px(crop_from_img: np.ndarray, input_hw: tuple[int, int],
