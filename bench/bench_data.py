@@ -3,7 +3,7 @@
     python bench/bench_data.py [--images 200] [--image-hw 480 640] [--passes 3] [--data DIR]
 
 One process, no DataLoader, ``cv2.setNumThreads(1)`` (as in a loader worker): samples/s of one
-core. Data: ``write_coco`` (trainer/data/synthetic.py) train images at ``--image-hw`` (plain
+core. Data: ``write_coco`` (trainer/data/synthetic/) train images at ``--image-hw`` (plain
 baseline JPEGs, as COCO's), every kept person instance, COCO training augmentation (the same
 random draws for every method).
 - ours: ``data.image_cache`` (``RestartCache`` + ``JpegReader('reduced')``, trainer/data/jpeg.py):
@@ -14,8 +14,8 @@ random draws for every method).
 - region, plain files: ``JpegReader('reduced')`` without the cache (the default): rows above the
   crop entropy-decoded and skipped, columns beside it not IDCT'd;
 - baseline: ``cv2.imread`` of the full image, BGR->RGB of the whole image, the same warp.
-Breakdown per sample: decode (incl. the baseline's full-image BGR->RGB), warp (``crop_rgb``: ``geometry.warp_crops`` + colour),
-rest (augmentation draws and targets). Per-sample medians: numbers depend on the machine's load.
+Breakdown per sample: decode (incl. the baseline's full-image BGR->RGB), warp (``images.crop_rgb``:
+``geometry.warp_crops`` and the crop's colour conversion), rest (augmentation draws and targets). Per-sample medians: numbers depend on the machine's load.
 """
 from __future__ import annotations
 

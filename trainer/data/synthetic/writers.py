@@ -1,9 +1,10 @@
 """Small synthetic pose data sets written in the real on-disk layouts: COCO, Human3.6M, MPII.
 
-People are 3D bodies (``trainer.data.synthetic.figures``) seen through a pinhole camera and painted with
-OpenCV (``trainer.data.synthetic.render``), so 2D keypoints, visibility, boxes and 3D joints agree
-exactly. Everything is drawn from ``SyntheticSpec.seed``: the same spec writes the same bytes.
-``write_h36m`` lives in ``trainer.data.synthetic.h36m`` and is re-exported here.
+People are 3D bodies (``synthetic.figures``) seen through a pinhole camera and painted with OpenCV
+(``synthetic.render``), so 2D keypoints, visibility, boxes and 3D joints agree exactly. Everything
+is drawn from ``SyntheticSpec.seed``: the same spec writes the same bytes. The Human3.6M sequences
+live in ``synthetic.h36m``; ``write_h36m`` writes them. The package re-exports this module's
+public names (``from trainer.data.synthetic import write_coco``).
 """
 from __future__ import annotations
 
