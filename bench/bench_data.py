@@ -6,7 +6,7 @@ One process, no DataLoader, ``cv2.setNumThreads(1)`` (as in a loader worker): sa
 core. Data: ``write_coco`` (trainer/data/synthetic/) train images at ``--image-hw`` (plain
 baseline JPEGs, as COCO's), every kept person instance, COCO training augmentation (the same
 random draws for every method).
-- ours: ``data.image_cache`` (``RestartCache`` + ``JpegReader('reduced')``, trainer/data/jpeg.py):
+- ours: ``data.image_cache`` (``RestartCache`` + ``JpegReader('reduced')``, trainer/data/images.py):
   the lossless restart-marker copy of the image; only the restart segments under the crop are
   decoded, DCT-scaled at the largest reduction keeping >= 1 source px per crop px, to RGB. The
   cache lookup (two stats) counts as decode time; the copies are made before timing, and their

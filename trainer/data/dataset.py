@@ -87,7 +87,7 @@ def image_cache_dir(cfg, image_dir: str, image_decode: str | None = None) -> Pat
 class TopDownDataset(Dataset):
     """One ``PoseSample`` per instance. In training (``skip_unreadable``) an unreadable image is a
     counted ``SkippedSampleWarning`` and another instance is drawn; otherwise a DatasetError.
-    ``image_cache``: a folder for the images' restart-marker copies (``jpeg.RestartCache``)."""
+    ``image_cache``: a folder for the images' restart-marker copies (``images.RestartCache``)."""
 
     def __init__(self, instances: PoseInstances, image_dir: str | Path, transform: EvalTransform,
                  image_decode: str = "reduced", skip_unreadable: bool = False, seed: int = 0,

@@ -1,4 +1,4 @@
-"""Synthetic Human3.6M sequences in the PoseNet annotation layout (see RLE_REFERENCE.md).
+"""Synthetic Human3.6M sequences in the PoseNet annotation layout (``trainer/data/h36m.py``).
 
 Each subject has its own body and four fixed cameras around the capture area (4.5-5.5 m away,
 1.2-1.8 m high, f = 1145 px per 1000 px of the image's shorter side, principal point near the image
