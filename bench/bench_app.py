@@ -25,9 +25,9 @@ from models import build_model, coco_config  # noqa: E402
 from rle_app.draw import annotate  # noqa: E402
 from rle_app.loading import DEMO_CHECKPOINT, load_pose_models  # noqa: E402
 from rle_app.pipeline import FramePoses, PosePipeline, StreamState  # noqa: E402
-from trainer.data.figures import (body_points, lerp_pose, look_at, place_body, sample_pose,  # noqa: E402
-                                  sample_shape)
-from trainer.data.synthetic_render import render_scene  # noqa: E402
+from trainer.data.synthetic.figures import (body_points, lerp_pose, look_at, place_body, sample_pose,  # noqa: E402
+                                            sample_shape)
+from trainer.data.synthetic.render import render_scene  # noqa: E402
 
 CLIP_HW, CLIP_FPS, CLIP_SECONDS = (480, 640), 10, 4.0
 

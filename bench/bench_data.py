@@ -3,10 +3,10 @@
     python bench/bench_data.py [--images 200] [--image-hw 480 640] [--passes 3] [--data DIR]
 
 One process, no DataLoader, ``cv2.setNumThreads(1)`` (as in a loader worker): samples/s of one
-core. Data: ``write_coco`` (trainer/data/synthetic.py) train images at ``--image-hw`` (plain
+core. Data: ``write_coco`` (trainer/data/synthetic/) train images at ``--image-hw`` (plain
 baseline JPEGs, as COCO's), every kept person instance, COCO training augmentation (the same
 random draws for every method).
-- ours: ``data.image_cache`` (``RestartCache`` + ``JpegReader('reduced')``, trainer/data/jpeg.py):
+- ours: ``data.image_cache`` (``RestartCache`` + ``JpegReader('reduced')``, trainer/data/images.py):
   the lossless restart-marker copy of the image; only the restart segments under the crop are
   decoded, DCT-scaled at the largest reduction keeping >= 1 source px per crop px, to RGB. The
   cache lookup (two stats) counts as decode time; the copies are made before timing, and their
@@ -14,8 +14,8 @@ random draws for every method).
 - region, plain files: ``JpegReader('reduced')`` without the cache (the default): rows above the
   crop entropy-decoded and skipped, columns beside it not IDCT'd;
 - baseline: ``cv2.imread`` of the full image, BGR->RGB of the whole image, the same warp.
-Breakdown per sample: decode (incl. the baseline's full-image BGR->RGB), warp (``warp_crop``),
-rest (augmentation draws and targets). Per-sample medians: numbers depend on the machine's load.
+Breakdown per sample: decode (incl. the baseline's full-image BGR->RGB), warp (``images.crop_rgb``:
+``geometry.warp_crops`` and the crop's colour conversion), rest (augmentation draws and targets). Per-sample medians: numbers depend on the machine's load.
 """
 from __future__ import annotations
 
@@ -33,10 +33,12 @@ import numpy as np  # noqa: E402
 import trainer.data.transforms as transforms  # noqa: E402
 from models.config import coco_config  # noqa: E402
 from trainer.config import AugmentConfig  # noqa: E402
-from trainer.data.coco import CocoPoseDataset, load_coco_instances  # noqa: E402
-from trainer.data.jpeg import REDUCED_FLAGS, JpegReader, RestartCache, restart_copy  # noqa: E402
+from trainer.data.coco import load_coco_instances  # noqa: E402
+from trainer.data.dataset import TopDownDataset  # noqa: E402
+from trainer.data.images import REDUCED_FLAGS, JpegReader, RestartCache, restart_copy  # noqa: E402
 from trainer.data.synthetic import SyntheticSpec, write_coco  # noqa: E402
-from trainer.data.transforms import Decoded, TrainTransform  # noqa: E402
+from trainer.data.images import Decoded  # noqa: E402
+from trainer.data.transforms import TrainTransform  # noqa: E402
 
 TIMES = {"decode": 0.0, "warp": 0.0}   # accumulated by the timed reader and the timed warp
 
@@ -91,7 +93,7 @@ NAMES = {"baseline": "full decode (baseline)", "region": "region decode, plain f
          "ours": "restart copies, crop only (ours)"}
 
 
-def _one(ds: CocoPoseDataset, transform: TrainTransform, i: int, method: str, seed: int) -> tuple:
+def _one(ds: TopDownDataset, transform: TrainTransform, i: int, method: str, seed: int) -> tuple:
     """One sample by ``method``: (total, decode, warp) seconds and the reduction used."""
     path = ds.image_dir / ds.instances.image_files[int(ds.instances.image_index[i])]
     rng = np.random.default_rng(seed)   # the same draws for every method (not timed: a data set
@@ -102,7 +104,7 @@ def _one(ds: CocoPoseDataset, transform: TrainTransform, i: int, method: str, se
     return time.perf_counter() - start, TIMES["decode"], TIMES["warp"], reader.reduction
 
 
-def run(ds: CocoPoseDataset, transform: TrainTransform, passes: int) -> dict:
+def run(ds: TopDownDataset, transform: TrainTransform, passes: int) -> dict:
     """``passes`` walks over every instance, the two methods interleaved sample by sample (so
     both see the same machine load). Returns per-sample MEDIAN ms (robust to other processes
     preempting this one; "rest" = median total - median decode - median warp), samples/s =
@@ -174,13 +176,13 @@ def main() -> None:
     size = sum(p.stat().st_size for p in made) / sum(p.stat().st_size for p in files)
     print(f"restart copies (one-time, made before timing): median {np.median(copy_ms):.2f} ms/image "
           f"(full decode {by_r[1]:.2f} ms), size x{size:.3f} of the originals")
-    transforms.warp_crop = _timed_warp(transforms.warp_crop)
+    transforms.crop_rgb = _timed_warp(transforms.crop_rgb)
     print("\n| crop | method | samples/s | decode ms | warp ms | rest ms | total ms | r=1/2/4/8 % |")
     print("|---|---|---|---|---|---|---|---|")
     for input_hw in ((256, 192), (128, 96)):
         cfg = coco_config("resnet50", input_hw=input_hw)
         transform = TrainTransform(cfg, AugmentConfig())
-        ds = CocoPoseDataset(instances, folder, transform)
+        ds = TopDownDataset(instances, folder, transform)
         run(ds, transform, 1)   # warm the page cache
         results = run(ds, transform, args.passes)
         for method, r in results.items():

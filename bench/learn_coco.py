@@ -2,7 +2,7 @@
 
     python bench/learn_coco.py [--backbone resnet10t] [--epochs 4] [--num-train 192] [--num-val 48]
 
-Writes a generated COCO-layout data set (trainer/data/synthetic.py) into a temp folder, trains
+Writes a generated COCO-layout data set (trainer/data/synthetic/) into a temp folder, trains
 the same model from scratch (no ImageNet weights) twice, ``loss=rle`` and ``loss=l1``, with the
 same seed, data order, steps and schedule (Adam 1e-3, no lr step), 128x96 input (--input), and reports the
 validation AP with ground-truth boxes (no flip test). The paper's claim is +12.4 AP on real COCO

@@ -1,4 +1,4 @@
-"""The one crop geometry used by training, evaluation and the app.
+"""The one geometry of crops and cameras, used by training, evaluation and the app.
 
 Frames and units:
     *_px    image pixels (x right, y down), float.
@@ -8,7 +8,12 @@ Frames and units:
 A box becomes a centre and a (width, height) at the model's aspect ratio, enlarged by the box
 factor; with a rotation this defines the similarity ``crop_from_image`` (2x3), the same map the
 official code builds from three points with ``cv2.getAffineTransform``. The crop is one bilinear
-``cv2.warpAffine``.
+``cv2.warpAffine`` (``warp_crops``, also from a reduced, partial decode). Sigma maps to image-pixel
+covariances through the inverse affine.
+
+Cameras (the Human3.6M pinhole model): ``*_world`` mm, ``*_cam`` mm with
+``X_cam = R @ (X_world - t)``, pixels ``x = X/Z * f_x + c_x``; ``pixel_depth_to_camera`` inverts
+the projection given the depth Z.
 """
 from __future__ import annotations
 
@@ -90,13 +95,35 @@ def norm_to_crop(points_norm: np.ndarray, input_hw: tuple[int, int]) -> np.ndarr
     return (np.asarray(points_norm, np.float64) + 0.5) * hw
 
 
-def warp_crops(image: np.ndarray, mats: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
-    """Crop an (H, W, C) image with each map (N, 2, 3) -> (N, h, w, C), bilinear, zero border."""
+def warp_crops(image: np.ndarray, mats: np.ndarray, input_hw: tuple[int, int], reduction: int = 1,
+               origin_px: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Crop an (H, W, C) or (H, W) image with each map (N, 2, 3), full-image px -> crop px,
+    -> (N, h, w, C) or (N, h, w) of the image's dtype, bilinear, zero border.
+
+    ``image`` may be a reduced and partial decode of the full image (the data pipeline's region
+    JPEG decoding): its pixel i covers full-image px [o + r*i, o + r*i + r), centre
+    o + r*i + (r-1)/2, for ``reduction`` r and ``origin_px`` o (x, y); the maps still take
+    full-image px. A region is placed at o / r on a zero canvas (when r divides o, as a region
+    decode's origin always is) and only r is folded into the maps: warpAffine rounds its source
+    coordinates from the affine, and a translation shifted by the origin rounds differently now
+    and then (crops 1 grey level off), so with the canvas a region at r = 1 gives the
+    full-resolution warp's pixels exactly. The canvas's zeros read as the zero border would.
+    """
+    ox, oy = (int(v) for v in origin_px)
+    if (ox, oy) != (0, 0) and ox % reduction == 0 and oy % reduction == 0 and min(ox, oy) >= 0:
+        canvas = np.zeros((oy // reduction + image.shape[0], ox // reduction + image.shape[1], *image.shape[2:]),
+                          image.dtype)
+        canvas[oy // reduction:, ox // reduction:] = image   # (calloc'd: the pages above and left stay unmapped)
+        image, ox, oy = canvas, 0, 0
     out_h, out_w = input_hw
-    crops = np.empty((len(mats), out_h, out_w, image.shape[2]), dtype=image.dtype)
+    crops = np.empty((len(mats), out_h, out_w, *image.shape[2:]), dtype=image.dtype)
     for i, mat in enumerate(mats):
-        crops[i] = cv2.warpAffine(image, mat.astype(np.float64), (out_w, out_h), flags=cv2.INTER_LINEAR,
-                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0).reshape(out_h, out_w, -1)
+        mat = np.asarray(mat, np.float64).copy()
+        if reduction != 1 or (ox, oy) != (0, 0):   # full px = o + r * image px + (r - 1) / 2
+            mat[:, 2] += mat[:, :2] @ (np.asarray((ox, oy), np.float64) + (reduction - 1) / 2.0)
+            mat[:, :2] *= reduction
+        crops[i] = cv2.warpAffine(image, mat, (out_w, out_h), flags=cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0).reshape(crops.shape[1:])
     return crops
 
 
@@ -114,3 +141,38 @@ def sigma_to_covariance_px(sigma_norm: np.ndarray, image_from_crop: np.ndarray,
     lin = np.asarray(image_from_crop, np.float64)[:, None, :, :2]          # (N, 1, 2, 2)
     scaled = lin * sig_crop[..., None, :]                                   # A diag(sigma)
     return scaled @ np.swapaxes(scaled, -1, -2)
+
+
+def world_to_camera(joints_world: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """(N, K, 3) world mm -> camera mm: ``X_cam = R @ (X_world - t)``.
+
+    R: (N, 3, 3) or (3, 3) rotation; t: (N, 3) or (3,) camera centre in world mm.
+    """
+    joints_world = np.asarray(joints_world, dtype=np.float64)
+    R = np.asarray(R, dtype=np.float64)
+    t = np.asarray(t, dtype=np.float64).reshape(-1, 1, 3)
+    return np.matmul(joints_world - t, np.swapaxes(R, -1, -2))
+
+
+def camera_to_pixel(joints_cam: np.ndarray, f: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """(N, K, 3) camera mm -> (N, K, 2) pixels: ``x = X/Z * f_x + c_x``; f, c (N, 2) or (2,) pixels.
+
+    The official ``cam2pixel`` adds 1e-8 to Z; at Human3.6M depths (~5 m) that changes nothing.
+    """
+    joints_cam = np.asarray(joints_cam, dtype=np.float64)
+    f = np.asarray(f, dtype=np.float64).reshape(-1, 1, 2)
+    c = np.asarray(c, dtype=np.float64).reshape(-1, 1, 2)
+    return joints_cam[..., :2] / joints_cam[..., 2:3] * f + c
+
+
+def pixel_depth_to_camera(uv_px: np.ndarray, depth_mm: np.ndarray, f: np.ndarray,
+                          c: np.ndarray) -> np.ndarray:
+    """Back-projection: (N, K, 2) pixels + (N, K) absolute depth Z (mm) -> (N, K, 3) camera mm.
+
+    ``X = (x - c_x) / f_x * Z``, ``Y = (y - c_y) / f_y * Z``; f, c (N, 2) or (2,) pixels.
+    """
+    uv_px = np.asarray(uv_px, dtype=np.float64)
+    depth_mm = np.asarray(depth_mm, dtype=np.float64)[..., None]
+    f = np.asarray(f, dtype=np.float64).reshape(-1, 1, 2)
+    c = np.asarray(c, dtype=np.float64).reshape(-1, 1, 2)
+    return np.concatenate([(uv_px - c) / f * depth_mm, depth_mm], axis=-1)

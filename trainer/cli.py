@@ -18,7 +18,7 @@ def one_line_errors(fn):
         from models.backbone import BackboneError
         from models.checkpoint import CheckpointError
         from trainer.config import ConfigError
-        from trainer.data.coco import DatasetError
+        from trainer.data.dataset import DatasetError
         from trainer.engine import NonFiniteLossError
         try:
             return fn(*args, **kwargs)
@@ -160,8 +160,8 @@ def eval_coco(checkpoint, data_root, boxes, score_threshold, flip, out_path, res
               batch_size, workers, device, val_dir, image_decode, image_cache) -> None:
     from models.checkpoint import load_model
     from trainer.config import DataConfig, TrainConfig
-    from trainer.data.coco import DatasetError
-    from trainer.data.loader import build_val_loader
+    from trainer.data.dataset import DatasetError
+    from trainer.data.coco import build_val_loader
     from trainer.engine import resolve_device
     from trainer.evaluate import evaluate_coco_loader
     from models.files import write_json_atomic
@@ -216,7 +216,7 @@ def eval_h36m(checkpoint, data_root, flip, out_path, batch_size, workers, device
               image_cache) -> None:
     from models.checkpoint import load_model
     from trainer.config import DataConfig, TrainConfig
-    from trainer.data.coco import DatasetError
+    from trainer.data.dataset import DatasetError
     from trainer.data.h36m import build_val_loader
     from trainer.engine import resolve_device
     from trainer.evaluate import evaluate_h36m_loader

@@ -43,7 +43,7 @@ def _check(ok: bool, message: str) -> None:
 class DataConfig:
     """Where the data lives and how it is loaded. Paths are relative to ``data_root``.
 
-    Image decoding (``trainer/data/jpeg.py``): "full" decodes the whole image at full resolution
+    Image decoding (``trainer/data/images.py``): "full" decodes the whole image at full resolution
     and warps it, the reference's (and the app's) pixels exactly; "reduced" decodes only the
     crop's region, DCT-scaled by 2, 4 or 8 where the crop has at least that many image pixels per
     crop pixel (a box over twice the crop size): faster, and its crops then differ by a few grey
@@ -67,7 +67,7 @@ class DataConfig:
     image_decode: Literal["reduced", "full"] = "reduced"   # training images (speed option, below)
     val_image_decode: Literal["reduced", "full"] = "full"  # validation and rle-eval (as the reference)
     image_cache: str | None = None              # folder for restart-marker copies of the images
-                                                # (trainer/data/jpeg.py): decode only the crop
+                                                # (trainer/data/images.py): decode only the crop
                                                 # (relative: under data_root; the CLI makes it absolute)
 
     def __post_init__(self) -> None:

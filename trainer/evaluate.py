@@ -17,11 +17,12 @@ import torch
 import torch.distributed as dist
 
 from models.build import PoseModel
+from models.geometry import pixel_depth_to_camera
 from models.predictor import decode, forward_with_flip
 from trainer.metrics.calibration import CalibrationReport, calibration_table
 from trainer.metrics.coco_eval import (CocoKeypointMetrics, evaluate_coco, instance_score,
                                        oks_nms_by_image, to_coco_results)
-from trainer.metrics.h36m_eval import H36MMetrics, pixel_depth_to_camera, summarize_h36m
+from trainer.metrics.h36m_eval import H36MMetrics, summarize_h36m
 
 
 @dataclass

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable
 
-from trainer.data import loader as coco_loader
-from trainer.data import h36m as h36m_data
+from trainer.data import coco, h36m
 from trainer.evaluate import predict_sharded, score_coco, score_h36m
 
 
@@ -27,7 +26,7 @@ class Task:
 
 def validate_coco(model, cfg, rt) -> dict | None:
     """COCO AP on the val annotation file with ``data.val_boxes`` boxes (sharded; rank 0 scores)."""
-    loader = coco_loader.build_val_loader(cfg, rt.rank, rt.world_size)
+    loader = coco.build_val_loader(cfg, rt.rank, rt.world_size)
     preds = predict_sharded(model, loader, rt, flip=False)
     if preds is None:
         return None
@@ -38,7 +37,7 @@ def validate_coco(model, cfg, rt) -> dict | None:
 
 def validate_h36m(model, cfg, rt) -> dict | None:
     """Protocol-2 MPJPE / PA-MPJPE (mm) on the test annotation file, no flip (sharded; rank 0 scores)."""
-    loader = h36m_data.build_val_loader(cfg, rt.rank, rt.world_size)
+    loader = h36m.build_val_loader(cfg, rt.rank, rt.world_size)
     preds = predict_sharded(model, loader, rt, flip=False)
     if preds is None:
         return None
@@ -47,6 +46,6 @@ def validate_h36m(model, cfg, rt) -> dict | None:
 
 
 TASKS: dict[str, Task] = {
-    "coco": Task(coco_loader.build_train_loader, validate_coco, "AP", True),
-    "h36m": Task(h36m_data.build_train_loader, validate_h36m, "MPJPE", False),
+    "coco": Task(coco.build_train_loader, validate_coco, "AP", True),
+    "h36m": Task(h36m.build_train_loader, validate_h36m, "MPJPE", False),
 }

@@ -69,3 +69,39 @@ def test_crop_size_is_read_back_from_a_rotated_map():
     center, size = np.array([[50.0, 80.0]]), np.array([[120.0, 160.0]])     # aspect 3:4 like 64x48
     mats = geometry.crop_from_image(center, size, 30.0, (64, 48))
     np.testing.assert_allclose(geometry.crop_wh_px(geometry.invert_affine(mats), (64, 48)), size)
+
+
+def test_warp_of_a_reduced_partial_decode_reads_full_image_coordinates():
+    """A linear ramp: bilinear sampling reproduces it exactly, and the block mean of an r x r block
+    is the ramp at the block's centre, so a reduced, cropped copy (reduction r, origin o) warped
+    with the full-image maps must give the ramp at each crop pixel's full-image position."""
+    yy, xx = np.mgrid[0:240, 0:320].astype(np.float32)
+    full = 0.5 * xx + 0.25 * yy
+    mats = geometry.crop_from_image(np.array([[150.0, 120.0], [170.0, 110.0]]), np.array([[96.0, 128.0]] * 2),
+                                    np.array([0.0, 25.0]), (32, 24))
+    crop_px = np.stack(np.meshgrid(np.arange(24.0), np.arange(32.0)), -1).reshape(1, -1, 2)
+    for r, origin in ((1, (0, 0)), (1, (40, 24)), (2, (16, 8)), (4, (32, 16)), (2, (17, 9))):   # last: r does not divide o
+        part = full[origin[1]:, origin[0]:]
+        h, w = part.shape[0] // r * r, part.shape[1] // r * r
+        reduced = part[:h, :w].reshape(h // r, r, w // r, r).mean(axis=(1, 3))
+        crops = geometry.warp_crops(reduced, mats, (32, 24), reduction=r, origin_px=origin)
+        assert crops.shape == (2, 32, 24) and crops.dtype == np.float32
+        for crop, mat in zip(crops, mats):
+            xy = geometry.apply_affine(geometry.invert_affine(mat[None]), crop_px)[0]
+            expected = (0.5 * xy[:, 0] + 0.25 * xy[:, 1]).reshape(32, 24)
+            np.testing.assert_allclose(crop, expected, atol=0.5 * r / 32 + 0.25 * r / 32 + 1e-3)
+
+
+def test_warp_of_a_full_resolution_region_is_the_whole_image_warp_exactly():
+    """A region (r = 1) cut at an origin gives the whole image's crops to the grey level, for rotated
+    and scaled maps: the region's pixels are the same, only the origin bookkeeping differs."""
+    image = np.random.default_rng(0).integers(0, 256, (240, 320, 3)).astype(np.uint8)
+    centers = np.array([[150.0, 120.0], [171.3, 109.7], [140.2, 131.9]])
+    mats = geometry.crop_from_image(centers, np.array([[75.3, 100.4]] * 3), np.array([0.0, 17.0, -33.0]), (64, 48))
+    whole = geometry.warp_crops(image, mats, (64, 48))
+    corners = np.array([[[0.0, 0.0], [47.0, 0.0], [47.0, 63.0], [0.0, 63.0]]] * 3)
+    read_from = geometry.apply_affine(geometry.invert_affine(mats), corners).min(axis=(0, 1))   # (x, y) px
+    for x0, y0 in ((60, 40), (73, 29), (1, 3)):   # all left of and above what the crops read
+        assert np.all(read_from - 1 > (x0, y0))   # the region holds every pixel the warps read
+        region = image[y0:, x0:].copy()
+        np.testing.assert_array_equal(geometry.warp_crops(region, mats, (64, 48), origin_px=(x0, y0)), whole)

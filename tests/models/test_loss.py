@@ -53,7 +53,8 @@ def test_2d_loss_equals_hand_computation_with_broadcast_quirk():
 
 
 def _official_2d(mu, sigma, gt, w):
-    """RLE_REFERENCE.md's 2D formula, vectorised, with an identity flow (log_phi = log N(bar; 0, I)):
+    """The official code's RLELoss 2D formula (github.com/Jeff-sjtu/res-loglikelihood-regression),
+    vectorised, with an identity flow (log_phi = log N(bar; 0, I)):
     (nf_loss * w[:, :, :1] + logQ * w).sum() / batch, nf_loss = log(sigma) - log_phi (B, K, 1)."""
     bar = (mu - gt) / sigma
     log_phi = (-0.5 * bar ** 2 - 0.5 * math.log(2 * math.pi)).sum(-1, keepdim=True)

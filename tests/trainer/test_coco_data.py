@@ -16,12 +16,11 @@ from models.config import coco_config
 from models.skeleton import COCO17
 from trainer.config import AugmentConfig, resolve_config
 from trainer.data.check import validate_annotations
-from trainer.data.coco import (AnnotationWarning, CocoPoseDataset, DatasetError, SkippedSampleWarning,
-                               joint_set_from_category, load_coco_instances, with_detections)
-from trainer.data import jpeg
-from trainer.data.jpeg import JpegReader, choose_reduction
-from trainer.data.loader import (WORKER_START, build_train_dataset, build_train_loader, build_val_dataset,
-                                 build_val_loader, collate, seed_worker)
+from trainer.data.coco import (AnnotationWarning, build_train_dataset, build_train_loader, build_val_dataset,
+                               build_val_loader, joint_set_from_category, load_coco_instances, with_detections)
+from trainer.data.dataset import (WORKER_START, TopDownDataset, DatasetError, SkippedSampleWarning, collate,
+                                  seed_worker)
+from trainer.data.images import JpegReader, _jpeg_roi, choose_reduction
 from trainer.data.synthetic import SyntheticSpec, write_coco
 from models.predictor import crops_for_boxes
 from trainer.data.transforms import EvalTransform, PoseSample, TrainTransform
@@ -84,7 +83,7 @@ def test_reduced_decode_matches_full_decode(tmp_path):
     _tiny_coco(tmp_path)
     path = tmp_path / "images" / "train2017" / "1.jpg"
     inst = load_coco_instances(tmp_path / "annotations" / "person_keypoints_train2017.json")
-    ds = CocoPoseDataset(inst, tmp_path / "images" / "train2017", EvalTransform(CFG))
+    ds = TopDownDataset(inst, tmp_path / "images" / "train2017", EvalTransform(CFG))
     aug = AugmentConfig(rot_prob=1.0, flip_prob=0.5, half_body_prob=0.0)
     for input_hw, expected_r in (((128, 96), 2), ((64, 48), 4)):
         cfg = CFG.replace(input_hw=input_hw)
@@ -147,15 +146,15 @@ def test_corrupted_jpeg_is_skipped_with_counted_warning(tmp_path):
                                image_ids=np.array([2, 1]), image_index=np.array([0, 1]),
                                ann_ids=two(one.ann_ids), boxes_xyxy=two(one.boxes_xyxy),
                                joints=two(one.joints), joints_vis=two(one.joints_vis), scores=two(one.scores))
-    ds = CocoPoseDataset(inst, folder, EvalTransform(CFG), skip_unreadable=True, seed=0)
+    ds = TopDownDataset(inst, folder, EvalTransform(CFG), skip_unreadable=True, seed=0)
     with pytest.warns(SkippedSampleWarning) as caught:
         sample = ds[0]
     assert sample.image_id == 1 and ds.num_skipped == len(caught) >= 1
     assert "2.jpg" in str(caught[0].message) and "(1 skipped so far" in str(caught[0].message)
     with pytest.warns(SkippedSampleWarning), pytest.raises(DatasetError, match="10 unreadable images"):
-        CocoPoseDataset(dataclasses.replace(inst, image_index=np.array([0, 0])), folder,
+        TopDownDataset(dataclasses.replace(inst, image_index=np.array([0, 0])), folder,
                         EvalTransform(CFG), skip_unreadable=True)[0]
-    strict = CocoPoseDataset(inst, folder, EvalTransform(CFG))   # evaluation: an error, not a skip
+    strict = TopDownDataset(inst, folder, EvalTransform(CFG))   # evaluation: an error, not a skip
     with pytest.raises(DatasetError, match="2.jpg: missing or not a decodable image"):
         strict[0]
 
@@ -296,7 +295,7 @@ def test_empty_detection_file_is_a_one_line_error(tmp_path):
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.skipif(jpeg._jpeg_roi is None and not os.environ.get("CI"),   # CI builds it: runs there
+@pytest.mark.skipif(_jpeg_roi is None and not os.environ.get("CI"),   # CI builds it: runs there
                     reason="trainer.data._jpeg_roi not built")
 def test_image_cache_gives_the_same_samples_and_mirrors_the_layout(tmp_path):
     """With data.image_cache the training and validation samples are those without it (same

@@ -14,7 +14,7 @@ import torch
 
 from models.checkpoint import load_model
 from trainer.config import resolve_config
-from trainer.data.loader import build_val_loader
+from trainer.data.coco import build_val_loader
 from trainer.data.synthetic import SyntheticSpec, write_coco
 from trainer.evaluate import predict_loader, score_coco
 

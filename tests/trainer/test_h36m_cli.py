@@ -14,7 +14,7 @@ from models.checkpoint import save_checkpoint
 from models.config import coco_config, h36m_config
 from models.build import build_model
 from trainer.cli import eval_main, train_main
-from trainer.data import jpeg
+from trainer.data.images import _jpeg_roi
 
 TINY = ["--set", "model.backbone=resnet10t", "--set", "model.input_hw=[64,64]"]
 
@@ -40,8 +40,8 @@ def test_train_then_evaluate_end_to_end(data_root, tmp_path):
     assert "val MPJPE" in result.output and (out / "last.pth").is_file()
     assert f"images: restart-marker copies in {(tmp_path / 'cache').resolve()} " in result.output
     if os.environ.get("CI"):   # CI builds the extension: the cache must not go quietly unused there
-        assert jpeg._jpeg_roi is not None, "trainer.data._jpeg_roi is not built (pip install -e . with libjpeg)"
-    if jpeg._jpeg_roi is not None:   # H36M (train and test) and MPII images went through the cache
+        assert _jpeg_roi is not None, "trainer.data._jpeg_roi is not built (pip install -e . with libjpeg)"
+    if _jpeg_roi is not None:   # H36M (train and test) and MPII images went through the cache
         for folder in ("h36m/images", "mpii/images"):
             assert any((tmp_path / "cache" / folder).rglob("*.jpg")), folder
     json_path = tmp_path / "m.json"

@@ -16,7 +16,7 @@ from models.loss import RLELoss
 from models.pose_model import PoseOutput
 from models.predictor import decode
 from trainer.config import AugmentConfig, resolve_config
-from trainer.data.coco import CocoPoseDataset, DatasetError
+from trainer.data.dataset import TopDownDataset, DatasetError
 from trainer.data.h36m import H36MDataWarning, build_h36m_dataset, load_h36m_instances
 from trainer.data.mpii import MixedDataset, build_mpii_dataset
 from trainer.data.transforms import TrainTransform
@@ -35,7 +35,7 @@ def test_targets_equal_an_independent_projection(tmp_path, h36m_files):
     body[13] = body[0] + [0.0, -1100.0, 0.0]     # L_Wrist 1.1 m nearer the camera: d = -0.55
     data = h36m_files.write_h36m_file(tmp_path, h36m_files.TRAIN_FILE, ["s_01_act_02_subact_01_ca_01"], bodies=[body])
     inst = load_h36m_instances(tmp_path / h36m_files.TRAIN_FILE, "train")
-    sample = CocoPoseDataset(inst, tmp_path / "h36m/images", TrainTransform(CFG, NO_AUG))[0]
+    sample = TopDownDataset(inst, tmp_path / "h36m/images", TrainTransform(CFG, NO_AUG))[0]
     world = np.concatenate([body, (body[11] + body[14])[None] / 2])
     proj = h36m_files.project(world)
     x, y, w, h = data["annotations"][0]["bbox"]
@@ -67,9 +67,9 @@ def test_thorax_is_the_shoulders_midpoint_and_excluded_sequences_are_dropped(tmp
 def test_flip_swaps_pairs_and_keeps_depth(tmp_path, h36m_files):
     h36m_files.write_h36m_file(tmp_path, h36m_files.TRAIN_FILE, ["s_01_act_02_subact_01_ca_01"])
     inst = load_h36m_instances(tmp_path / h36m_files.TRAIN_FILE, "train")
-    plain = CocoPoseDataset(inst, tmp_path / "h36m/images", TrainTransform(CFG, NO_AUG))[0]
+    plain = TopDownDataset(inst, tmp_path / "h36m/images", TrainTransform(CFG, NO_AUG))[0]
     flip = dataclasses.replace(NO_AUG, flip_prob=1.0)
-    flipped = CocoPoseDataset(inst, tmp_path / "h36m/images", TrainTransform(CFG, flip))[0]
+    flipped = TopDownDataset(inst, tmp_path / "h36m/images", TrainTransform(CFG, flip))[0]
     perm = np.arange(18)
     for a, b in CFG.flip_pairs:
         perm[a], perm[b] = b, a

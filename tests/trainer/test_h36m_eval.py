@@ -1,12 +1,12 @@
-"""Human3.6M metrics: camera maps, MPJPE, PA-MPJPE (incl. a mirror image), per-action summary."""
+"""Human3.6M metrics: camera maps (models.geometry), MPJPE, PA-MPJPE (incl. a mirror image), per-action summary."""
 import json
 
 import numpy as np
 import pytest
 
-from trainer.metrics.h36m_eval import (H36M_ACTION_NAMES, H36M_EVAL_JOINTS, camera_to_pixel, mpjpe, pa_mpjpe,
-                                       parse_h36m_file_name, pixel_depth_to_camera, procrustes_align,
-                                       summarize_h36m, world_to_camera)
+from models.geometry import camera_to_pixel, pixel_depth_to_camera, world_to_camera
+from trainer.metrics.h36m_eval import (H36M_ACTION_NAMES, H36M_EVAL_JOINTS, mpjpe, pa_mpjpe, parse_h36m_file_name,
+                                       procrustes_align, summarize_h36m)
 
 
 def _rotation(axis, angle):

@@ -11,11 +11,11 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from models.skeleton import COCO17, H36M18, MPII_TO_H36M
-from trainer.data.figures import (COCO_POINTS, MPII_NAMES, MPII_POINTS, POINT_NAMES, BodyPose,
-                                  BodyShape, body_points, look_at, place_body)
+from trainer.data.synthetic.figures import (COCO_POINTS, MPII_NAMES, MPII_POINTS, POINT_NAMES, BodyPose,
+                                            BodyShape, body_points, look_at, place_body)
 from trainer.data.synthetic import (H36M_ACTIONS, SyntheticSpec, keypoints_triplets,
                                     render_person_image, write_coco, write_h36m, write_mpii)
-from trainer.data.synthetic_render import render_scene
+from trainer.data.synthetic.render import render_scene
 
 COCO_SPEC = SyntheticSpec(num_train=8, num_val=16, p_grayscale=0.5, p_empty=0.25, p_crowd=0.5, seed=3)
 H36M_SPEC = SyntheticSpec(num_train=40, num_val=16, h36m_image_hw=(300, 300), h36m_frames_per_seq=2)

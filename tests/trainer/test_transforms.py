@@ -9,8 +9,8 @@ import pytest
 from models.config import coco_config, h36m_config
 from models.skeleton import COCO17, flip_permutation
 from trainer.config import AugmentConfig
-from trainer.data.transforms import (ArrayReader, EvalTransform, Instance, TrainTransform,
-                                     upper_body_ids)
+from trainer.data.images import ArrayReader
+from trainer.data.transforms import EvalTransform, Instance, TrainTransform, upper_body_ids
 
 CFG = coco_config("resnet10t", input_hw=(128, 96))
 NO_AUG = AugmentConfig(scale_factor=0.0, rot_prob=0.0, flip_prob=0.0, half_body_prob=0.0)

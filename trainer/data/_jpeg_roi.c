@@ -1,5 +1,5 @@
 /* Region-of-interest JPEG decoding with libjpeg(-turbo): decode only the rows and columns a crop
- * needs, optionally DCT-scaled by 1/2, 1/4 or 1/8. Used by trainer/data/jpeg.py, which falls back
+ * needs, optionally DCT-scaled by 1/2, 1/4 or 1/8. Used by trainer/data/images.py, which falls back
  * to OpenCV when this module is not built (it is an optional extension).
  *
  * decode(data, reduction, x0, y0, x1, y1) -> (pixels: bytearray, x, y, w, h, channels) | None

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.data.coco import (DatasetError, annotation_problems, gt_box_xyxy, joint_set_from_category,
-                               person_category, read_json, skip_reason)
+from trainer.data.coco import (annotation_problems, gt_box_xyxy, joint_set_from_category, person_category,
+                               skip_reason)
+from trainer.data.dataset import DatasetError, read_json
 
 
 @dataclass

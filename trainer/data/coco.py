@@ -1,80 +1,33 @@
-"""COCO-format keypoint data (any keypoint count): annotations and the data set.
+"""COCO-format keypoint data (any keypoint count): annotations -> ``PoseInstances``, and the COCO
+``build_*_dataset`` / ``build_*_loader`` functions that read a ``TrainConfig``.
 
 Annotations follow the reference's rules: crowd annotations and those without labelled keypoints
 (``num_keypoints == 0``, all-zero keypoints, area <= 0, an empty box) are skipped; a GT box
 [x, y, w, h] becomes (x, y, x + max(w-1, 0), y + max(h-1, 0)) clipped to the image, a detected box
 (x, y, x + w, y + h) unclipped. Joint names, flip pairs (``left_``/``right_``, ``l_``/``r_``) and the
-skeleton come from the category. Images are decoded only where and as finely as the crop needs
-(``trainer/data/jpeg.py``). Loaders: ``trainer/data/loader.py``; annotation checks:
-``trainer/data/check.py``.
+skeleton come from the category. The data set, batches and loaders are the generic ones
+(``trainer/data/dataset.py``); annotation checks: ``trainer/data/check.py``.
 """
 from __future__ import annotations
 
-import json
-import os
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader
 
 from models.skeleton import JointSet
-from trainer.data.jpeg import ImageReadError, JpegReader, RestartCache
-from trainer.data.transforms import EvalTransform, Instance, PoseSample
+from trainer.data.dataset import (PoseInstances, TopDownDataset, DatasetError, image_cache_dir, make_loader,
+                                  read_json)
+from trainer.data.transforms import EvalTransform, TrainTransform
 
 SIDE_PREFIXES = (("left_", "right_"), ("l_", "r_"))
 FAR_BOX_SIZES = 1.0   # a labelled keypoint this many box sizes outside its box is at fault
 
 
-class DatasetError(RuntimeError):
-    """Data on disk is missing or malformed; the message is one line naming the file and a fix."""
-
-
 class AnnotationWarning(UserWarning):
     """Annotations at fault were found when a COCO file loaded: one warning per file, with the
     count and the first few, named."""
-
-
-class SkippedSampleWarning(UserWarning):
-    """A training sample was skipped (unreadable image); the message carries the running count."""
-
-
-@dataclass
-class CocoInstances:
-    """Person instances of one COCO keypoint file. N instances, M images, K joints.
-
-    ``image_files`` (M,) paths relative to the image dir; ``image_wh`` (M, 2) px; ``image_ids`` (M,);
-    ``image_index`` (N,) into the image arrays; ``boxes_xyxy`` (N, 4) px; ``joints`` (N, K, 2) px;
-    ``joints_vis`` (N, K) (COCO v: 0 unlabelled, 1 occluded, 2 visible); ``scores`` (N,) box scores
-    (1 for GT); ``skipped``: annotations left out, by reason.
-    """
-
-    joint_set: JointSet
-    image_files: list[str]
-    image_wh: np.ndarray
-    image_ids: np.ndarray
-    image_index: np.ndarray
-    ann_ids: np.ndarray
-    boxes_xyxy: np.ndarray
-    joints: np.ndarray
-    joints_vis: np.ndarray
-    scores: np.ndarray
-    skipped: dict[str, int] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.ann_ids)
-
-
-def read_json(path: Path, what: str, fix: str) -> object:
-    """Load a JSON file or raise a one-line DatasetError naming it and ``fix``."""
-    if not path.is_file():
-        raise DatasetError(f"{path}: {what} not found; {fix}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        where = f" (line {err.lineno}, column {err.colno})" if isinstance(err, json.JSONDecodeError) else ""
-        raise DatasetError(f"{path}: {what} is not valid JSON{where}; re-download or regenerate it") from None
 
 
 def joint_set_from_category(category: dict) -> JointSet:
@@ -150,8 +103,8 @@ def _warn_faults(path: Path, faults: list[tuple[object, object, str]], skipped: 
                   AnnotationWarning, stacklevel=3)
 
 
-def load_coco_instances(ann_path: str | Path, skip_at_fault: bool = True) -> CocoInstances:
-    """Read a COCO keypoints file into ``CocoInstances`` (GT, skipping as the reference). Of the
+def load_coco_instances(ann_path: str | Path, skip_at_fault: bool = True) -> PoseInstances:
+    """Read a COCO keypoints file into ``PoseInstances`` (GT, skipping as the reference). Of the
     annotations the reference would use, those at fault (``annotation_problems``: unknown image,
     NaN/inf, keypoints far outside the box) are counted and named in one ``AnnotationWarning`` and
     skipped (``skipped['at_fault']``) when ``skip_at_fault`` (training); evaluation keeps those it
@@ -192,14 +145,14 @@ def load_coco_instances(ann_path: str | Path, skip_at_fault: bool = True) -> Coc
         rows.append((i, ann.get("id", -1), box, kps.reshape(k, 3)))
     _warn_faults(path, faults, skip_at_fault)
     kps = np.array([r[3] for r in rows], np.float64).reshape(-1, k, 3)
-    return CocoInstances(joint_set, [str(im["file_name"]) for im in images], wh,
+    return PoseInstances(joint_set, [str(im["file_name"]) for im in images], wh,
                          np.array([im["id"] for im in images], np.int64),
                          np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.int64),
                          np.array([r[2] for r in rows], np.float64).reshape(-1, 4), kps[..., :2],
                          kps[..., 2].copy(), np.ones(len(rows)), skipped)
 
 
-def with_detections(gt: CocoInstances, det_path: str | Path, score_threshold: float = 0.0) -> CocoInstances:
+def with_detections(gt: PoseInstances, det_path: str | Path, score_threshold: float = 0.0) -> PoseInstances:
     """Instances from a COCO detection-results file (person boxes, score >= threshold) on the
     images of ``gt``; boxes (x, y, x + w, y + h) unclipped, joints zero (unknown)."""
     path = Path(det_path)
@@ -215,83 +168,66 @@ def with_detections(gt: CocoInstances, det_path: str | Path, score_threshold: fl
     keep = [d for d in keep if int(d["image_id"]) in index_of]
     boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in keep)], np.float64)
     n, k = len(keep), gt.joint_set.num_joints
-    return CocoInstances(gt.joint_set, gt.image_files, gt.image_wh, gt.image_ids,
+    return PoseInstances(gt.joint_set, gt.image_files, gt.image_wh, gt.image_ids,
                          np.array([index_of[int(d["image_id"])] for d in keep], np.int64),
                          np.full(n, -1, np.int64), boxes.reshape(-1, 4), np.zeros((n, k, 2)),
                          np.zeros((n, k)), np.array([float(d["score"]) for d in keep]),
                          {"below_threshold": len(dets) - len(keep) - unknown, "unknown_image": unknown})
 
 
-def image_cache_dir(cfg, image_dir: str, image_decode: str | None = None) -> Path | None:
-    """The restart-copy folder for ``data_root/image_dir`` under ``data.image_cache`` (the same
-    relative path; a relative ``data.image_cache`` is under ``data.data_root``, as the other data
-    paths), None when ``data.image_cache`` is unset or decoding (``image_decode``, default
-    ``data.image_decode``) is "full"."""
-    if not cfg.data.image_cache or (image_decode or cfg.data.image_decode) != "reduced":
-        return None
-    rel = Path(image_dir)
-    return Path(cfg.data.data_root) / cfg.data.image_cache / rel.relative_to(rel.anchor)
+def _root(cfg) -> Path:
+    root = Path(cfg.data.data_root)
+    if cfg.data.dataset != "coco":
+        raise DatasetError(f"data.dataset '{cfg.data.dataset}': this loader reads COCO-format data only")
+    if not root.is_dir():
+        raise DatasetError(f"{root}: data root not found; set data.data_root to the folder holding "
+                           "annotations/ and the image folders")
+    return root
 
 
-class CocoPoseDataset(Dataset):
-    """One ``PoseSample`` per instance. In training (``skip_unreadable``) an unreadable image is a
-    counted ``SkippedSampleWarning`` and another instance is drawn; otherwise a DatasetError.
-    ``image_cache``: a folder for the images' restart-marker copies (``jpeg.RestartCache``)."""
-
-    def __init__(self, instances: CocoInstances, image_dir: str | Path, transform: EvalTransform,
-                 image_decode: str = "reduced", skip_unreadable: bool = False, seed: int = 0,
-                 image_cache: str | Path | None = None) -> None:
-        self.instances, self.image_dir, self.transform = instances, Path(image_dir), transform
-        self.image_decode, self.skip_unreadable = image_decode, skip_unreadable
-        self.rng = np.random.default_rng(seed)
-        self.num_skipped = 0
-        if not self.image_dir.is_dir():
-            raise DatasetError(f"{self.image_dir}: image folder not found; check data.data_root and "
-                               "the image dir (data.train_image_dir / data.val_image_dir)")
-        self.cache = None   # (picklable: loader workers get a copy)
-        if image_cache is not None:
-            if Path(image_cache).resolve() == self.image_dir.resolve():
-                raise DatasetError(f"{image_cache}: data.image_cache is the image folder itself; "
-                                   "give it a folder of its own")
-            self.cache = RestartCache(self.image_dir, image_cache)
-
-    def require_images(self, fix: str) -> None:
-        """Before a run: every image an instance needs is a readable file, else one DatasetError
-        line with how many are missing and the first three paths; ``fix`` says what to do."""
-        names = [self.instances.image_files[i] for i in np.unique(self.instances.image_index)]
-        missing = [str(self.image_dir / n) for n in names
-                   if not (self.image_dir / n).is_file() or not os.access(self.image_dir / n, os.R_OK)]
-        if missing:
-            more = ", ..." if len(missing) > 3 else ""
-            raise DatasetError(f"{len(missing)} of {len(names)} images missing or unreadable "
-                               f"({', '.join(missing[:3])}{more}); {fix}")
-
-    def reseed(self, seed: int) -> None:
-        """Give this copy (one per worker) its own augmentation stream."""
-        self.rng = np.random.default_rng(seed)
-
-    def __len__(self) -> int:
-        return len(self.instances)
-
-    def instance(self, index: int) -> Instance:
-        s, i = self.instances, int(self.instances.image_index[index])
-        return Instance(s.boxes_xyxy[index], s.joints[index], s.joints_vis[index], tuple(s.image_wh[i]),
-                        int(s.image_ids[i]), int(s.ann_ids[index]), float(s.scores[index]))
-
-    def __getitem__(self, index: int) -> PoseSample:
-        for _ in range(10):
-            inst = self.instance(index)
-            name = self.instances.image_files[int(self.instances.image_index[index])]
-            path = self.image_dir / name if self.cache is None else self.cache(name)
-            try:
-                return self.transform(inst, JpegReader(path, self.image_decode), self.rng)
-            except ImageReadError as err:
-                if not self.skip_unreadable:
-                    raise DatasetError(f"{err}; fix or remove it from the annotation file") from None
-                self.num_skipped += 1
-                warnings.warn(f"{err}: sample skipped ({self.num_skipped} skipped so far in this "
-                              "process)", SkippedSampleWarning, stacklevel=2)
-                index = int(self.rng.integers(len(self)))
-        raise DatasetError(f"{self.image_dir}: 10 unreadable images in a row; check the image folder")
+def _check_joints(instances: PoseInstances, cfg, path: Path) -> None:
+    have = tuple(n.lower() for n in instances.joint_set.joints)
+    want = tuple(n.lower() for n in cfg.model.joint_names)
+    if have != want:
+        raise DatasetError(f"{path}: its {len(have)} joints ({', '.join(have[:3])}, ...) differ from "
+                           f"model.joint_names ({len(want)}: {', '.join(want[:3])}, ...); set model.joint_names")
 
 
+def build_train_dataset(cfg, rank: int = 0) -> TopDownDataset:
+    """Training ``TopDownDataset`` from a ``TrainConfig`` (augmented, unreadable images skipped)."""
+    root = _root(cfg)
+    path = root / cfg.data.train_annotation_file
+    instances = load_coco_instances(path)
+    _check_joints(instances, cfg, path)
+    transform = TrainTransform(cfg.model, cfg.augment, instances.joint_set.flip_pairs)
+    return TopDownDataset(instances, root / cfg.data.train_image_dir, transform, cfg.data.image_decode,
+                           skip_unreadable=True, seed=cfg.seed + 1000 * rank,
+                           image_cache=image_cache_dir(cfg, cfg.data.train_image_dir))
+
+
+def build_val_dataset(cfg, boxes: str | None = None, det_file: str | None = None) -> TopDownDataset:
+    """Evaluation ``TopDownDataset``: ``boxes`` "gt" (every kept GT person) or "det" (the
+    detection file, ``data.det_score_threshold``); default ``data.val_boxes``. No augmentation."""
+    root = _root(cfg)
+    path = root / cfg.data.val_annotation_file
+    instances = load_coco_instances(path, skip_at_fault=False)
+    _check_joints(instances, cfg, path)
+    if (boxes or cfg.data.val_boxes) == "det":
+        instances = with_detections(instances, det_file or root / cfg.data.det_file,
+                                    cfg.data.det_score_threshold)
+    decode = cfg.data.val_image_decode
+    return TopDownDataset(instances, root / cfg.data.val_image_dir, EvalTransform(cfg.model), decode,
+                           image_cache=image_cache_dir(cfg, cfg.data.val_image_dir, decode))
+
+
+def build_train_loader(cfg, rank: int = 0, world_size: int = 1) -> DataLoader:
+    """Training loader: ``data.batch_size_per_gpu`` per process, ``data.workers`` workers."""
+    return make_loader(build_train_dataset(cfg, rank), cfg.data.batch_size_per_gpu, True,
+                       cfg.data.workers, cfg.seed, rank, world_size)
+
+
+def build_val_loader(cfg, rank: int = 0, world_size: int = 1, boxes: str | None = None,
+                     det_file: str | None = None) -> DataLoader:
+    """Evaluation loader: ``data.val_batch_size``, in order, each instance once across ranks."""
+    return make_loader(build_val_dataset(cfg, boxes, det_file), cfg.data.val_batch_size, False,
+                       cfg.data.workers, cfg.seed, rank, world_size)

@@ -9,7 +9,7 @@ the 18th joint; joints go world -> camera (``X_cam = R @ (X_world - t)``, mm) ->
 (``x = X/Z f_x + c_x``); the depth target is ``d = (Z_joint - Z_root) / depth_range_mm`` (2000);
 the box is the reference's GT conversion (``coco.gt_box_xyxy``), cropped with the model's box
 factor (1.0). The three sequences the official loader drops are dropped here too.
-Instances are ``CocoInstances``-shaped so that ``coco.CocoPoseDataset`` reads them unchanged:
+Instances are ``PoseInstances`` (a subclass) so that ``dataset.TopDownDataset`` reads them unchanged:
 ``joints`` (N, 18, 3) = (x px, y px, d), and the transforms carry d through (flip swaps the
 pairs, never negates d; weights of joints with u, v or d outside [-0.5, 0.5] are zeroed).
 """
@@ -22,13 +22,14 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader
 
+from models.geometry import camera_to_pixel, world_to_camera
 from models.skeleton import H36M18
-from trainer.data.coco import (CocoInstances, CocoPoseDataset, DatasetError, gt_box_xyxy, image_cache_dir,
-                               read_json)
-from trainer.data.loader import make_loader
+from trainer.data.coco import gt_box_xyxy
+from trainer.data.dataset import (PoseInstances, TopDownDataset, DatasetError, image_cache_dir, make_loader,
+                                  read_json)
 from trainer.data.mpii import MixedDataset, build_mpii_dataset
 from trainer.data.transforms import EvalTransform, TrainTransform
-from trainer.metrics.h36m_eval import camera_to_pixel, parse_h36m_file_name, world_to_camera
+from trainer.metrics.h36m_eval import parse_h36m_file_name
 
 TRAIN_SUBJECTS = (1, 5, 6, 7, 8)    # protocol 2: train on S1, S5, S6, S7, S8
 TEST_SUBJECTS = (9, 11)             # protocol 2: test on S9, S11
@@ -43,8 +44,8 @@ class H36MDataWarning(UserWarning):
 
 
 @dataclass(kw_only=True)
-class H36MInstances(CocoInstances):
-    """N instances of one Human3.6M file (one per image): ``CocoInstances`` (``joint_set`` H36M18,
+class H36MInstances(PoseInstances):
+    """N instances of one Human3.6M file (one per image): ``PoseInstances`` (``joint_set`` H36M18,
     ``image_index`` = arange, ``joints`` (N, 18, 3): x, y px and d = (Z - Z_root) /
     depth_range_mm, ``joints_vis`` and ``scores`` ones) plus ``joints_cam`` (N, 18, 3) camera mm;
     ``f``, ``c`` (N, 2) px; ``subjects``, ``actions``, ``subactions``, ``cameras`` (N,) from the
@@ -200,7 +201,7 @@ def h36m_root(cfg) -> Path:
     return root
 
 
-def build_h36m_dataset(cfg, train: bool, rank: int = 0) -> CocoPoseDataset:
+def build_h36m_dataset(cfg, train: bool, rank: int = 0) -> TopDownDataset:
     """H36M training (augmented, ``data.train_annotation_file``) or test (``data.val_*``) data set."""
     root = h36m_root(cfg)
     ann = cfg.data.train_annotation_file if train else cfg.data.val_annotation_file
@@ -209,7 +210,7 @@ def build_h36m_dataset(cfg, train: bool, rank: int = 0) -> CocoPoseDataset:
     transform = TrainTransform(cfg.model, cfg.augment) if train else EvalTransform(cfg.model)
     rel = cfg.data.train_image_dir if train else cfg.data.val_image_dir
     decode = cfg.data.image_decode if train else cfg.data.val_image_decode
-    return CocoPoseDataset(instances, root / rel, transform, decode, skip_unreadable=train,
+    return TopDownDataset(instances, root / rel, transform, decode, skip_unreadable=train,
                            seed=cfg.seed + 1000 * rank, image_cache=image_cache_dir(cfg, rel, decode))
 
 

@@ -17,7 +17,8 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from models.skeleton import H36M18, MPII_TO_H36M
-from trainer.data.coco import CocoInstances, CocoPoseDataset, DatasetError, image_cache_dir, load_coco_instances
+from trainer.data.coco import load_coco_instances
+from trainer.data.dataset import PoseInstances, TopDownDataset, DatasetError, image_cache_dir
 from trainer.data.transforms import PoseSample, TrainTransform
 
 MPII_ANNOTATION_FILE = "mpii/annotations/annot_mpii.json"   # relative to data.data_root
@@ -25,7 +26,7 @@ MPII_IMAGE_DIR = "mpii/images"
 MPII_NUM_JOINTS = 16
 
 
-def mpii_as_h36m(instances: CocoInstances) -> CocoInstances:
+def mpii_as_h36m(instances: PoseInstances) -> PoseInstances:
     """MPII instances (joints (N, 16, 2) px, vis (N, 16)) -> H36M order: ``joints`` (N, 18, 3)
     (x px, y px, d = 0) and ``joints_vis`` (N, 18, 3) with (v, v, 0) per joint, 0 where missing."""
     n = len(instances)
@@ -39,7 +40,7 @@ def mpii_as_h36m(instances: CocoInstances) -> CocoInstances:
     return dataclasses.replace(instances, joint_set=H36M18, joints=joints, joints_vis=vis)
 
 
-def load_mpii_instances(ann_path: str | Path) -> CocoInstances:
+def load_mpii_instances(ann_path: str | Path) -> PoseInstances:
     """Read ``annot_mpii.json`` (COCO rules: crowd/unlabelled/empty boxes skipped) in H36M order."""
     path = Path(ann_path)
     instances = load_coco_instances(path)
@@ -51,11 +52,11 @@ def load_mpii_instances(ann_path: str | Path) -> CocoInstances:
     return mpii_as_h36m(instances)
 
 
-def build_mpii_dataset(cfg, rank: int = 0) -> CocoPoseDataset:
+def build_mpii_dataset(cfg, rank: int = 0) -> TopDownDataset:
     """Augmented MPII training set under ``data.data_root`` (H36M's augmentation and model)."""
     root = Path(cfg.data.data_root)
     instances = load_mpii_instances(root / MPII_ANNOTATION_FILE)
-    return CocoPoseDataset(instances, root / MPII_IMAGE_DIR, TrainTransform(cfg.model, cfg.augment),
+    return TopDownDataset(instances, root / MPII_IMAGE_DIR, TrainTransform(cfg.model, cfg.augment),
                            cfg.data.image_decode, skip_unreadable=True, seed=cfg.seed + 1000 * rank + 1,
                            image_cache=image_cache_dir(cfg, MPII_IMAGE_DIR))
 

@@ -2,11 +2,11 @@
 
 A transform turns an ``Instance`` (box and joints in image pixels) into a ``PoseSample`` (the RGB
 crop, normalised targets and weights, the ``crop_from_image`` affine). Geometry is
-``models.geometry``'s: ``boxes_to_center_scale`` -> ``crop_from_image`` -> one bilinear
-``cv2.warpAffine``; targets are ``crop_to_norm(apply_affine(...))``. The pixels come from an
-``ImageReader``: given the crop's affine and size, it may decode only the region the crop covers,
-at 1/2, 1/4 or 1/8 size (libjpeg DCT scaling; ``trainer/data/jpeg.py``); ``warp_crop`` folds that
-region's origin and reduction into the affine.
+``models.geometry``'s: ``boxes_to_center_scale`` -> ``crop_from_image`` -> one bilinear warp
+(``warp_crops``); targets are ``crop_to_norm(apply_affine(...))``. The pixels come from an
+``ImageReader`` (``trainer/data/images.py``): given the crop's affine and size, it may decode only
+the region the crop covers, at 1/2, 1/4 or 1/8 size (libjpeg DCT scaling); ``images.crop_rgb``
+warps that region, its origin and reduction folded into the affine.
 
 Flip convention (as the official ``flip_joints_3d``): the image is mirrored as x -> width - 1 - x,
 the joints and the box centre alike, left/right joints and their visibilities are swapped. The
@@ -17,7 +17,6 @@ flip TEST mirrors the input tensor around (W - 1) / 2 instead, hence its u -> -u
 from __future__ import annotations
 
 from typing import NamedTuple
-from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -26,6 +25,7 @@ from models.config import PoseModelConfig
 from models.geometry import apply_affine, boxes_to_center_scale, crop_from_image, crop_to_norm
 from models.skeleton import flip_permutation
 from trainer.config import AugmentConfig
+from trainer.data.images import ImageReader, crop_rgb
 
 LOWER_BODY_WORDS = ("hip", "knee", "ankle", "foot", "heel", "toe", "pelvis", "leg", "thigh")
 
@@ -63,60 +63,6 @@ class PoseSample(NamedTuple):
     image_id: int
     ann_id: int
     score: float
-
-
-class Decoded(NamedTuple):
-    """A decoded image or image region: (h, w, 3) or (h, w) uint8; pixel i of it covers full-image
-    pixels [o + r*i, o + r*i + r) (centre o + r*i + (r-1)/2) for ``reduction`` r and origin o
-    (``origin_px`` (x, y), full-image px); ``bgr`` tells the channel order."""
-
-    image: np.ndarray
-    reduction: int
-    bgr: bool
-    origin_px: tuple[int, int] = (0, 0)
-
-
-# (crop_from_img (2, 3) image px -> crop px, crop input_hw) -> the pixels the crop needs
-ImageReader = Callable[[np.ndarray, tuple[int, int]], Decoded]
-
-
-class ArrayReader:
-    """An in-memory RGB (or grey) image as an ``ImageReader`` (never reduced)."""
-
-    def __init__(self, image: np.ndarray) -> None:
-        self.image = image
-
-    def __call__(self, crop_from_img: np.ndarray, input_hw: tuple[int, int]) -> Decoded:
-        return Decoded(self.image, 1, False)
-
-
-def warp_crop(decoded: Decoded, crop_from_img: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
-    """Warp a (possibly reduced, possibly partial) decoded image with ``crop_from_img`` (2, 3,
-    full-image px) -> (H, W, 3) uint8 RGB, bilinear, zero border. Colour conversion happens on the
-    crop only.
-
-    A region is placed at its origin on a zero canvas rather than folded into the affine's
-    translation: warpAffine rounds its source coordinates from the affine, and a shifted
-    translation rounds differently now and then (crops 1 grey level off). With the canvas the
-    affine is the whole decode's, so a region at r = 1 gives the full-resolution warp's pixels
-    exactly (tests/trainer/test_jpeg.py). The zeros are never read: the region covers the crop
-    plus a margin, and it ends where the image ends."""
-    r = decoded.reduction
-    image, (ox, oy) = decoded.image, decoded.origin_px
-    mat = np.asarray(crop_from_img, np.float64).copy()
-    if (ox, oy) != (0, 0) and ox % r == 0 and oy % r == 0 and min(ox, oy) >= 0:
-        canvas = np.zeros((oy // r + image.shape[0], ox // r + image.shape[1], *image.shape[2:]), np.uint8)
-        canvas[oy // r:, ox // r:] = image   # (calloc'd: the pages above and left stay unmapped)
-        image, ox, oy = canvas, 0, 0
-    if r != 1 or (ox, oy) != (0, 0):   # full px = origin + r * decoded px + (r - 1) / 2
-        mat[:, 2] += mat[:, :2] @ (np.asarray((ox, oy), np.float64) + (r - 1) / 2.0)
-        mat[:, :2] *= r
-    out_h, out_w = input_hw
-    crop = cv2.warpAffine(image, mat, (out_w, out_h), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    if crop.ndim == 2 or crop.shape[2] == 1:
-        return cv2.cvtColor(crop, cv2.COLOR_GRAY2RGB)
-    return cv2.cvtColor(crop, cv2.COLOR_BGR2RGB) if decoded.bgr else crop
 
 
 def upper_body_ids(joint_names: tuple[str, ...] | list[str]) -> tuple[int, ...]:
@@ -164,7 +110,7 @@ class EvalTransform:
     def __call__(self, inst: Instance, reader: ImageReader, rng: np.random.Generator | None = None) -> PoseSample:
         center, size = boxes_to_center_scale(inst.box_xyxy, self.aspect_wh, self.box_factor)
         mat = crop_from_image(center, size, 0.0, self.input_hw)[0]
-        image = warp_crop(reader(mat, self.input_hw), mat, self.input_hw)
+        image = crop_rgb(reader(mat, self.input_hw), mat, self.input_hw)
         target, weight = targets_from_joints(inst.joints, inst.joints_vis, mat, self.input_hw, False)
         return PoseSample(image, target, weight, mat.astype(np.float32), center[0].astype(np.float32),
                           size[0].astype(np.float32), int(inst.image_id), int(inst.ann_id), float(inst.score))
@@ -201,7 +147,7 @@ class TrainTransform(EvalTransform):
             joints, vis = joints[self.flip_perm], vis[self.flip_perm]
         else:
             mat = crop_from_image(center, size, rot, self.input_hw)[0]
-        image = warp_crop(reader(mat, self.input_hw), mat, self.input_hw)
+        image = crop_rgb(reader(mat, self.input_hw), mat, self.input_hw)
         image = self._color_and_occlusion(image, inst, mat, rng)
         target, weight = targets_from_joints(joints, vis, mat, self.input_hw, self.aug.zero_weight_outside)
         return PoseSample(image, target, weight, mat.astype(np.float32), center.astype(np.float32),

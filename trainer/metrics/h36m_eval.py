@@ -33,41 +33,6 @@ def parse_h36m_file_name(name: str) -> tuple[int, int, int, int]:
     return subject, action, subaction, camera
 
 
-def world_to_camera(joints_world: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """(N, K, 3) world mm -> camera mm: ``X_cam = R @ (X_world - t)``.
-
-    R: (N, 3, 3) or (3, 3) rotation; t: (N, 3) or (3,) camera centre in world mm.
-    """
-    joints_world = np.asarray(joints_world, dtype=np.float64)
-    R = np.asarray(R, dtype=np.float64)
-    t = np.asarray(t, dtype=np.float64).reshape(-1, 1, 3)
-    return np.matmul(joints_world - t, np.swapaxes(R, -1, -2))
-
-
-def camera_to_pixel(joints_cam: np.ndarray, f: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """(N, K, 3) camera mm -> (N, K, 2) pixels: ``x = X/Z * f_x + c_x``; f, c (N, 2) or (2,) pixels.
-
-    The official ``cam2pixel`` adds 1e-8 to Z; at Human3.6M depths (~5 m) that changes nothing.
-    """
-    joints_cam = np.asarray(joints_cam, dtype=np.float64)
-    f = np.asarray(f, dtype=np.float64).reshape(-1, 1, 2)
-    c = np.asarray(c, dtype=np.float64).reshape(-1, 1, 2)
-    return joints_cam[..., :2] / joints_cam[..., 2:3] * f + c
-
-
-def pixel_depth_to_camera(uv_px: np.ndarray, depth_mm: np.ndarray, f: np.ndarray,
-                          c: np.ndarray) -> np.ndarray:
-    """Back-projection: (N, K, 2) pixels + (N, K) absolute depth Z (mm) -> (N, K, 3) camera mm.
-
-    ``X = (x - c_x) / f_x * Z``, ``Y = (y - c_y) / f_y * Z``; f, c (N, 2) or (2,) pixels.
-    """
-    uv_px = np.asarray(uv_px, dtype=np.float64)
-    depth_mm = np.asarray(depth_mm, dtype=np.float64)[..., None]
-    f = np.asarray(f, dtype=np.float64).reshape(-1, 1, 2)
-    c = np.asarray(c, dtype=np.float64).reshape(-1, 1, 2)
-    return np.concatenate([(uv_px - c) / f * depth_mm, depth_mm], axis=-1)
-
-
 def mpjpe(pred: np.ndarray, gt: np.ndarray, root: int = H36M_ROOT) -> np.ndarray:
     """Per-sample MPJPE (N,) in the inputs' unit (mm): mean joint distance after subtracting the root.
 

@@ -1,9 +1,10 @@
 """Small synthetic pose data sets written in the real on-disk layouts: COCO, Human3.6M, MPII.
 
-People are 3D bodies (``trainer.data.figures``) seen through a pinhole camera and painted with
-OpenCV (``trainer.data.synthetic_render``), so 2D keypoints, visibility, boxes and 3D joints agree
-exactly. Everything is drawn from ``SyntheticSpec.seed``: the same spec writes the same bytes.
-``write_h36m`` lives in ``trainer.data.synthetic_h36m`` and is re-exported here.
+People are 3D bodies (``synthetic.figures``) seen through a pinhole camera and painted with OpenCV
+(``synthetic.render``), so 2D keypoints, visibility, boxes and 3D joints agree exactly. Everything
+is drawn from ``SyntheticSpec.seed``: the same spec writes the same bytes. The Human3.6M sequences
+live in ``synthetic.h36m``; ``write_h36m`` writes them. The package re-exports this module's
+public names (``from trainer.data.synthetic import write_coco``).
 """
 from __future__ import annotations
 
@@ -16,11 +17,10 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from models.skeleton import COCO17
-from trainer.data.figures import (COCO_POINTS, MPII_NAMES, MPII_POINTS, POSE_KINDS, Camera,
-                                  body_points, look_at, place_body, sample_pose, sample_shape)
-from trainer.data.synthetic_h36m import H36M_ACTIONS, write_h36m_split
-from trainer.data.synthetic_render import (RenderedFigure, encode_jpeg, mask_box,
-                                            render_scene)
+from trainer.data.synthetic.figures import (COCO_POINTS, MPII_NAMES, MPII_POINTS, POSE_KINDS, Camera,
+                                            body_points, look_at, place_body, sample_pose, sample_shape)
+from trainer.data.synthetic.h36m import H36M_ACTIONS, write_h36m_split
+from trainer.data.synthetic.render import RenderedFigure, encode_jpeg, mask_box, render_scene
 
 _BODY_HEIGHT_MM = 1700.0
 
@@ -281,7 +281,7 @@ def write_h36m(root: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:
     (subjects 1, 5, 6, 7, 8; ``spec.num_train`` images, frames 5 apart) and
     Sample_64_test_Human36M_protocol_2.json (subjects 9, 11; ``spec.num_val`` images, every 64th
     frame), and root/images/s_SS_act_AA_subact_BB_ca_CC/*.jpg; returns root.
-    See ``trainer.data.synthetic_h36m`` for the entries and the cameras."""
+    See ``trainer.data.synthetic.h36m`` for the entries and the cameras."""
     root = Path(root)
     for name, subjects, count, stride in (
             ("Sample_trainmin_train_Human36M_protocol_2", (1, 5, 6, 7, 8), spec.num_train, 5),

@@ -1,4 +1,4 @@
-"""Synthetic Human3.6M sequences in the PoseNet annotation layout (see RLE_REFERENCE.md).
+"""Synthetic Human3.6M sequences in the PoseNet annotation layout (``trainer/data/h36m.py``).
 
 Each subject has its own body and four fixed cameras around the capture area (4.5-5.5 m away,
 1.2-1.8 m high, f = 1145 px per 1000 px of the image's shorter side, principal point near the image
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.data.figures import (H36M_POINTS, BodyShape, Camera, body_points, lerp_pose,
-                                  look_at, place_body, sample_pose, sample_shape)
-from trainer.data.synthetic_render import encode_jpeg, render_scene
+from trainer.data.synthetic.figures import (H36M_POINTS, BodyShape, Camera, body_points, lerp_pose,
+                                            look_at, place_body, sample_pose, sample_shape)
+from trainer.data.synthetic.render import encode_jpeg, render_scene
 
 H36M_ACTIONS: dict[int, str] = {
     2: "Directions", 3: "Discussion", 4: "Eating", 5: "Greeting", 6: "Phoning", 7: "Posing",

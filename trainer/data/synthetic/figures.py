@@ -5,7 +5,8 @@ Frames and units:
                  faces), z up.
     world frame  mm, z up (the floor is z = 0 where a writer grounds the body).
     camera frame mm, ``X_cam = R @ (X_world - t)``; x right, y down, z along the optical axis.
-    pixels       ``x = X/Z * f_x + c_x``, ``y = Y/Z * f_y + c_y`` (the Human3.6M convention).
+    pixels       ``x = X/Z * f_x + c_x``, ``y = Y/Z * f_y + c_y`` (the Human3.6M convention;
+                 ``Camera`` projects with ``models.geometry``'s pinhole functions).
 
 A body is P = 25 points: the 17 Human3.6M joints (``models.skeleton.H36M18`` order), then the face
 and helper points of ``POINT_NAMES``. ``COCO_POINTS`` and ``MPII_POINTS`` pick the COCO-17 and
@@ -16,6 +17,8 @@ from __future__ import annotations
 from dataclasses import astuple, dataclass, fields
 
 import numpy as np
+
+from models.geometry import camera_to_pixel, pixel_depth_to_camera, world_to_camera
 
 POINT_NAMES = (
     "pelvis", "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle",
@@ -195,18 +198,17 @@ class Camera:
     c: np.ndarray
 
     def to_cam(self, points_world: np.ndarray) -> np.ndarray:
-        """World (N, 3) mm -> camera frame (N, 3) mm."""
-        return (np.asarray(points_world, np.float64) - self.t) @ self.R.T
+        """World (N, 3) mm -> camera frame (N, 3) mm (``geometry.world_to_camera``)."""
+        return world_to_camera(np.asarray(points_world, np.float64)[None], self.R, self.t)[0]
 
     def project(self, points_world: np.ndarray) -> np.ndarray:
         """World (N, 3) mm -> pixels (N, 2); the points must lie in front of the camera."""
-        cam = self.to_cam(points_world)
-        return cam[:, :2] / cam[:, 2:3] * self.f + self.c
+        return camera_to_pixel(self.to_cam(points_world)[None], self.f, self.c)[0]
 
     def unproject(self, points_px: np.ndarray, depth_mm: np.ndarray) -> np.ndarray:
         """Pixels (N, 2) with camera depth Z (N,) mm -> world (N, 3) mm."""
-        xy = (np.asarray(points_px, np.float64) - self.c) / self.f * np.asarray(depth_mm)[:, None]
-        cam = np.concatenate([xy, np.asarray(depth_mm, np.float64)[:, None]], axis=1)
+        cam = pixel_depth_to_camera(np.asarray(points_px, np.float64)[None],
+                                    np.asarray(depth_mm, np.float64)[None], self.f, self.c)[0]
         return cam @ self.R + self.t
 
     def to_json(self) -> dict:

@@ -1,4 +1,4 @@
-"""Region JPEG decoding (trainer/data/jpeg.py): crops equal the full decode's at image borders,
+"""Region JPEG decoding (trainer/data/images.py): crops equal the full decode's at image borders,
 rotated and flipped, grey and colour, reduced, from plain JPEGs and from restart-marker copies
 (spliced); targets identical; the restart cache; the OpenCV fallback."""
 from __future__ import annotations
@@ -12,16 +12,16 @@ import pytest
 from models.config import coco_config
 from models.geometry import apply_affine, invert_affine
 from trainer.config import AugmentConfig
-from trainer.data import jpeg
-from trainer.data.jpeg import (ImageReadError, JpegReader, RestartCache, crop_bounds_px, decode_region,
-                               exif_orientation, restart_copy)
-from trainer.data.transforms import ArrayReader, EvalTransform, Instance, TrainTransform, warp_crop
+from trainer.data import images as image_io
+from trainer.data.images import (ArrayReader, ImageReadError, JpegReader, RestartCache, _jpeg_roi, crop_bounds_px,
+                                 crop_rgb, decode_region, exif_orientation, restart_copy)
+from trainer.data.transforms import EvalTransform, Instance, TrainTransform
 
 CFG = coco_config("resnet10t", input_hw=(128, 96))
 HW = (237, 317)   # not a multiple of the 16 px MCU: partial MCUs at the right and bottom
 # Skipped only outside CI: CI (env CI set, as .ci/run does) builds the extension, so there these
 # tests run, and fail loudly if the build went missing.
-needs_extension = pytest.mark.skipif(jpeg._jpeg_roi is None and not os.environ.get("CI"),
+needs_extension = pytest.mark.skipif(_jpeg_roi is None and not os.environ.get("CI"),
                                      reason="trainer.data._jpeg_roi not built")
 
 
@@ -129,7 +129,7 @@ def test_fallback_without_extension_gives_the_same_crop(tmp_path, monkeypatch, g
     path = _write_jpeg(tmp_path / "a.jpg", gray)
     transform = TrainTransform(CFG, AugmentConfig(rot_prob=1.0, half_body_prob=0.0))
     with_ext = transform(_instance(BOXES["top_left"]), JpegReader(path), np.random.default_rng(5))
-    monkeypatch.setattr(jpeg, "_jpeg_roi", None)
+    monkeypatch.setattr(image_io, "_jpeg_roi", None)
     decoded = JpegReader(path)(with_ext.crop_from_image, CFG.input_hw)
     assert decoded.bgr and decoded.origin_px == (0, 0) and decoded.image.shape[:2] == HW
     fallback = transform(_instance(BOXES["top_left"]), JpegReader(path), np.random.default_rng(5))
@@ -178,7 +178,7 @@ def test_crop_outside_the_image_is_zero(tmp_path):
     mat = np.array([[1.0, 0, 1000.0], [0, 1.0, 1000.0]])   # the crop sees image px (-1000, -1000)...
     decoded = JpegReader(path)(mat, (16, 12))
     assert not decoded.image.any()
-    assert not warp_crop(decoded, mat, (16, 12)).any()
+    assert not crop_rgb(decoded, mat, (16, 12)).any()
 
 
 @needs_extension
@@ -192,8 +192,8 @@ def test_restart_copy_is_lossless_and_splices_only_the_region(tmp_path, gray, mo
     np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(copy, np.uint8), cv2.IMREAD_UNCHANGED), original)
     assert copy.count(b"\xff\xdd") == 1 and 0.9 < len(copy) / path.stat().st_size < 1.1
     seen = []
-    real_decode = jpeg._jpeg_roi.decode
-    monkeypatch.setattr(jpeg._jpeg_roi, "decode", lambda data, *a: seen.append(len(data)) or real_decode(data, *a))
+    real_decode = _jpeg_roi.decode
+    monkeypatch.setattr(_jpeg_roi, "decode", lambda data, *a: seen.append(len(data)) or real_decode(data, *a))
     bounds = (150, 100, 190, 140)
     decoded = decode_region(copy, 1, bounds)
     assert seen[-1] < 0.2 * len(copy)   # the whole file is ~100 % of it: the splice was used
@@ -212,7 +212,7 @@ def test_encoder_restart_intervals(tmp_path, interval, spliced):
     path = tmp_path / "rst.jpg"
     cv2.imwrite(str(path), bgr, [cv2.IMWRITE_JPEG_QUALITY, 90, cv2.IMWRITE_JPEG_RST_INTERVAL, interval])
     data = path.read_bytes()
-    assert (jpeg._jpeg_roi.splice(data, 100, 100, 140, 140) is not None) == spliced
+    assert (_jpeg_roi.splice(data, 100, 100, 140, 140) is not None) == spliced
     full = cv2.imread(str(path))[..., ::-1]
     decoded = decode_region(data, 1, (100, 100, 140, 140))
     (x, y), (h, w) = decoded.origin_px, decoded.image.shape[:2]
@@ -229,7 +229,7 @@ def test_restart_cache_makes_reuses_and_refreshes_copies(tmp_path):
     (images / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg" * 20)
     lookup = RestartCache(images, cache)
     first = lookup("a.jpg")
-    assert first == cache / "a.jpg" and jpeg._jpeg_roi.splice(first.read_bytes(), 0, 0, 16, 16) is not None
+    assert first == cache / "a.jpg" and _jpeg_roi.splice(first.read_bytes(), 0, 0, 16, 16) is not None
     made = first.stat().st_ino, first.stat().st_mtime_ns
     assert made[1] == (images / "a.jpg").stat().st_mtime_ns   # the copy carries the original's mtime
     assert lookup("a.jpg") == first and (first.stat().st_ino, first.stat().st_mtime_ns) == made   # reused
@@ -255,14 +255,14 @@ def test_rotated_crop_skips_the_mcus_it_does_not_reach(tmp_path, gray, monkeypat
     mat = rot @ np.vstack([mat, [0, 0, 1]])   # rotated and narrowed about the crop centre
     assert np.allclose(invert_affine(mat[None])[0] @ np.array([CFG.input_hw[1] / 2, CFG.input_hw[0] / 2, 1.0]), center)
     sizes = []
-    real_decode = jpeg._jpeg_roi.decode
-    monkeypatch.setattr(jpeg._jpeg_roi, "decode", lambda d, *a: sizes.append(len(d)) or real_decode(d, *a))
-    ours = warp_crop(JpegReader(path)(mat, CFG.input_hw), mat, CFG.input_hw)
+    real_decode = _jpeg_roi.decode
+    monkeypatch.setattr(_jpeg_roi, "decode", lambda d, *a: sizes.append(len(d)) or real_decode(d, *a))
+    ours = crop_rgb(JpegReader(path)(mat, CFG.input_hw), mat, CFG.input_hw)
     x0, y0, x1, y1 = crop_bounds_px(mat, CFG.input_hw)
-    box_only = jpeg._jpeg_roi.splice(data, x0 - 2, y0 - 2, x1 + 2, y1 + 2)[0]
+    box_only = _jpeg_roi.splice(data, x0 - 2, y0 - 2, x1 + 2, y1 + 2)[0]
     assert sizes[-1] < 0.8 * len(box_only)
     whole = JpegReader(path, "full").whole(1)
-    full = warp_crop(whole, mat, CFG.input_hw)
+    full = crop_rgb(whole, mat, CFG.input_hw)
     assert np.abs(ours.astype(int) - full.astype(int)).max() <= 1
 
 

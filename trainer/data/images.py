@@ -9,9 +9,9 @@ that region, as RGB, with ``_jpeg_roi`` (a small libjpeg-turbo extension):
   outside the region is entropy-decoded: the cost follows the crop's area, not the image's;
 - any other JPEG: rows above the region are entropy-decoded and skipped (Huffman data has no
   entry points), columns beside it never reach the IDCT, rows below are never read.
-``transforms.warp_crop`` places the region at its origin on a zero canvas and folds the reduction
-into the affine, so the crop equals the whole decode's crop at the same reduction: at r = 1 exactly
-the full-resolution warp's pixels (tests/trainer/test_jpeg.py).
+``crop_rgb`` (``models.geometry.warp_crops``) places the region at its origin on a zero canvas and
+folds the reduction into the affine, so the crop equals the whole decode's crop at the same
+reduction: at r = 1 exactly the full-resolution warp's pixels (tests/trainer/test_images.py).
 
 ``RestartCache`` keeps, per image, a lossless copy (the DCT coefficients copied, not re-encoded
 from pixels) with a restart marker after every MCU, made on an image's first use (one-time cost
@@ -29,12 +29,14 @@ import math
 import os
 import warnings
 from pathlib import Path
+from collections.abc import Callable
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 
 from models.files import write_bytes_atomic
-from trainer.data.transforms import Decoded
+from models.geometry import apply_affine, invert_affine, warp_crops
 
 try:   # optional C extension (pyproject.toml ext-modules); absent -> OpenCV fallback
     from trainer.data import _jpeg_roi
@@ -46,6 +48,42 @@ REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMRE
 IMAGE_DECODES = ("reduced", "full")
 MARGIN_PX = 2   # beyond the bilinear footprint: covers warpAffine's fixed-point rounding and
                 # libjpeg's edge upsampling (the region's first column differs from a full decode)
+
+
+class Decoded(NamedTuple):
+    """A decoded image or image region: (h, w, 3) or (h, w) uint8; pixel i of it covers full-image
+    pixels [o + r*i, o + r*i + r) (centre o + r*i + (r-1)/2) for ``reduction`` r and origin o
+    (``origin_px`` (x, y), full-image px); ``bgr`` tells the channel order."""
+
+    image: np.ndarray
+    reduction: int
+    bgr: bool
+    origin_px: tuple[int, int] = (0, 0)
+
+
+# (crop_from_img (2, 3) image px -> crop px, crop input_hw) -> the pixels the crop needs
+ImageReader = Callable[[np.ndarray, tuple[int, int]], Decoded]
+
+
+class ArrayReader:
+    """An in-memory RGB (or grey) image as an ``ImageReader`` (never reduced)."""
+
+    def __init__(self, image: np.ndarray) -> None:
+        self.image = image
+
+    def __call__(self, crop_from_img: np.ndarray, input_hw: tuple[int, int]) -> Decoded:
+        return Decoded(self.image, 1, False)
+
+
+def crop_rgb(decoded: Decoded, crop_from_img: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
+    """The (H, W, 3) uint8 RGB crop of a (possibly reduced, possibly partial) decode with
+    ``crop_from_img`` (2, 3, full-image px -> crop px): ``geometry.warp_crops`` at the decode's
+    reduction and origin, then colour conversion on the crop only."""
+    crop = warp_crops(decoded.image, np.asarray(crop_from_img)[None], input_hw, decoded.reduction,
+                      decoded.origin_px)[0]
+    if crop.ndim == 2 or crop.shape[2] == 1:
+        return cv2.cvtColor(crop, cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(crop, cv2.COLOR_BGR2RGB) if decoded.bgr else crop
 
 
 class ImageReadError(OSError):
@@ -66,14 +104,10 @@ def src_px_per_crop_px(crop_from_img: np.ndarray) -> float:
 def crop_corners_px(crop_from_img: np.ndarray, input_hw: tuple[int, int]) -> list[float]:
     """The crop's corner pixel centres in full-image px, in order around the crop:
     [x, y] * 4 flattened (the quad a bilinear warp reads within 1 px of)."""
-    (a, b, tx), (c, d, ty) = np.asarray(crop_from_img, np.float64).tolist()
-    det = a * d - b * c   # image = A^-1 (crop - t), A^-1 = [[d, -b], [-c, a]] / det
     h, w = input_hw
-    quad = []
-    for cx, cy in ((0, 0), (w - 1, 0), (w - 1, h - 1), (0, h - 1)):
-        px, py = cx - tx, cy - ty
-        quad += [(d * px - b * py) / det, (a * py - c * px) / det]
-    return quad
+    corners_crop = np.array([[[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]]], np.float64)
+    image_from_crop = invert_affine(np.asarray(crop_from_img, np.float64)[None])
+    return apply_affine(image_from_crop, corners_crop)[0].reshape(-1).tolist()
 
 
 def crop_bounds_px(crop_from_img: np.ndarray, input_hw: tuple[int, int],

@@ -1,12 +1,12 @@
 """Rendering of synthetic people with OpenCV: painter's algorithm, visibility, silhouettes.
 
-A figure (the P body points of ``trainer.data.figures``, world mm) becomes parts: capsules for the
+A figure (the P body points of ``synthetic.figures``, world mm) becomes parts: capsules for the
 limbs, a dilated hull for the torso, an ellipse for the head with face marks. Parts of all figures
 are painted far to near by their mean camera depth, into the RGB image and into a label image of
 part ids, so a point is visible (2) when the part on top at its pixel carries it, occluded (1) when
 another part or an occluder rectangle is on top, and 0 outside the image. Left limbs are red to
 orange with a light stripe along them, right limbs blue to cyan without: left and right differ in
-colour and in grey. ``trainer.data.synthetic`` composes scenes and writes the data sets.
+colour and in grey. ``synthetic.writers`` composes scenes and writes the data sets.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from trainer.data.figures import FACE_POINTS, BodyShape, Camera
+from trainer.data.synthetic.figures import FACE_POINTS, BodyShape, Camera
 
 _SHIFT = 4                    # fixed-point bits of the cv2 drawing calls
 _SCALE = float(1 << _SHIFT)
