@@ -18,7 +18,7 @@ from trainer.config import AugmentConfig, resolve_config
 from trainer.data.check import validate_annotations
 from trainer.data.coco import (AnnotationWarning, build_train_dataset, build_train_loader, build_val_dataset,
                                build_val_loader, joint_set_from_category, load_coco_instances, with_detections)
-from trainer.data.dataset import (WORKER_START, TopDownDataset, DatasetError, SkippedSampleWarning, collate,
+from trainer.data.dataset import (worker_context, TopDownDataset, DatasetError, SkippedSampleWarning, collate,
                                   seed_worker)
 from trainer.data.images import JpegReader, _jpeg_roi, choose_reduction
 from trainer.data.synthetic import SyntheticSpec, write_coco
@@ -250,7 +250,7 @@ class _Draws(Dataset):
 def test_workers_draw_different_augmentations():
     # persistent workers, as make_loader builds them: two worker starts, not one per worker per epoch
     loader = DataLoader(_Draws(), batch_size=1, num_workers=2, worker_init_fn=seed_worker,
-                        generator=torch.Generator().manual_seed(0), multiprocessing_context=WORKER_START,
+                        generator=torch.Generator().manual_seed(0), multiprocessing_context=worker_context(),
                         persistent_workers=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

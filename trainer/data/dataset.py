@@ -202,6 +202,18 @@ def seed_worker(worker_id: int) -> None:
 # OpenMP pool or OpenCV's thread pool has run can deadlock the child (seen here: a worker hung
 # forever in its first cv2 call). "forkserver" keeps start-up cheap after the first worker.
 WORKER_START = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+# Imported once by the fork server (which has run no thread pool), so each worker forked from it
+# starts with torch, timm, OpenCV and the data code loaded instead of importing them again.
+WORKER_PRELOAD = ["trainer.data.dataset", "trainer.data.mpii"]
+
+
+def worker_context() -> multiprocessing.context.BaseContext:
+    """The multiprocessing context data-loader workers start from (``WORKER_START``; a fork server
+    that preloads ``WORKER_PRELOAD``, when it starts after this call)."""
+    ctx = multiprocessing.get_context(WORKER_START)
+    if WORKER_START == "forkserver":
+        ctx.set_forkserver_preload(WORKER_PRELOAD)
+    return ctx
 
 
 def make_loader(dataset: Dataset, batch_size: int, train: bool, workers: int, seed: int,
@@ -220,4 +232,4 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, workers: int, se
                       num_workers=workers, collate_fn=collate, pin_memory=torch.cuda.is_available(),
                       drop_last=train and len(dataset) >= batch_size, worker_init_fn=seed_worker,
                       generator=generator, persistent_workers=workers > 0,
-                      multiprocessing_context=WORKER_START if workers > 0 else None)
+                      multiprocessing_context=worker_context() if workers > 0 else None)
