@@ -93,6 +93,9 @@ def _allowed_globals(path: Path) -> list:
         raise CheckpointError(f"{path}: holds a pickled '{foreign[0]}', which is not loaded (only tensors, "
                               "plain data and numpy arrays are); if you trust the file, re-save its state "
                               "dict alone: torch.save(torch.load(f, weights_only=False)['state_dict'], out)")
+    if any(name == "numpy.dtype" for _, name in pairs):   # a dtype is rebuilt as its class (Float64DType ...)
+        dtypes = importlib.import_module("numpy.dtypes")
+        pairs += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]
     return pairs
 
 
