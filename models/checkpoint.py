@@ -4,19 +4,25 @@ Project file: a dict ``{"format": "rle-pose", "format_version": 1, "config": <Po
 dict>, "model": <state dict>, ...}``; the trainer adds optimizer/scheduler/epoch entries. Official
 files (``coco-laplace-rle.pth``, ``h36m-laplace-rle.pth``) are plain state dicts with the keys
 ``preact.*`` (torchvision ResNet), ``fc_coord.linear.*``, ``fc_sigma.linear.*`` (2D) or
-``fc_sigma.*`` (3D), ``flow.*`` (2D) or ``flow2d.*`` + ``flow3d.*`` (3D); they are converted key
-by key with shape checks. Everything loads with ``torch.load(weights_only=True)``.
+``fc_sigma.*`` (3D), ``flow.*`` (2D) or ``flow2d.*`` + ``flow3d.*`` (3D); mmpose's RLE files
+(``{"meta", "state_dict"}``, 1.x or 0.x layout) are recognised and renamed in ``models.mmpose``;
+all are converted key by key with shape checks. Everything loads with
+``torch.load(weights_only=True)``; the only objects allowed beyond tensors and plain data are
+numpy arrays, scalars and dtypes (mmpose's ``meta``), so nothing foreign is ever unpickled.
 """
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
 import torch
 
+from . import mmpose
 from .build import PoseModel, build_model
-from .config import PoseModelConfig, coco_config, h36m_config
+from .config import PoseModelConfig, coco_config, h36m_config, mmpose_config
 from .files import atomic_path
+from .skeleton import COCO17
 
 FORMAT = "rle-pose"
 FORMAT_VERSION = 1
@@ -56,13 +62,56 @@ def save_atomic(payload: dict, path: str | os.PathLike) -> Path:
     return path
 
 
+def _numpy_global(name: str):
+    """The numpy object behind an allow-listed pickle global (array reconstruction, scalar, dtype
+    classes), else None. Files written under numpy 1 name ``numpy.core``, numpy 2 ``numpy._core``."""
+    module, _, attr = name.rpartition(".")
+    if module in ("numpy.core.multiarray", "numpy._core.multiarray") and attr in ("_reconstruct", "scalar"):
+        candidates = ("numpy._core.multiarray", "numpy.core.multiarray")
+    elif name in ("numpy.ndarray", "numpy.dtype") or (module == "numpy.dtypes" and attr.endswith("DType")):
+        candidates = (module,)
+    else:
+        return None
+    for candidate in candidates:
+        try:
+            return getattr(importlib.import_module(candidate), attr)
+        except (ImportError, AttributeError):
+            continue
+    return None
+
+
+def _allowed_globals(path: Path) -> list:
+    """(object, name) pairs for the numpy globals ``path`` pickles; a foreign global is refused
+    (one line) before anything is unpickled. Legacy (non-zip) files: [] (torch.load decides)."""
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # not a zip checkpoint: weights-only torch.load reports it
+        return []
+    pairs = [(_numpy_global(name), name) for name in names]
+    foreign = [name for obj, name in pairs if obj is None]
+    if foreign:
+        raise CheckpointError(f"{path}: holds a pickled '{foreign[0]}', which is not loaded (only tensors, "
+                              "plain data and numpy arrays are); if you trust the file, re-save its state "
+                              "dict alone: torch.save(torch.load(f, weights_only=False)['state_dict'], out)")
+    if any(name == "numpy.dtype" for _, name in pairs):   # a dtype is rebuilt as its class (Float64DType ...)
+        dtypes = importlib.import_module("numpy.dtypes")
+        pairs += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]
+    return pairs
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict:
-    """The raw dict of a checkpoint file, with one-line errors for missing or foreign files."""
+    """The raw dict of a checkpoint file, with one-line errors for missing or foreign files.
+
+    Weights-only: numpy arrays/scalars/dtypes are the only objects allowed beyond torch's own
+    (mmpose's ``meta`` holds them); any other pickled object refuses the file unexecuted."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_allowed_globals(path)):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
     except Exception as exc:  # torch raises many types for foreign files
         first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: not a PyTorch checkpoint that loads safely ({first})") from None
@@ -72,11 +121,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> PoseModel:
-    """Load a project or official checkpoint as an eval-mode ``PoseModel`` on ``device``: an
-    ``RLEPoseModel``, or a ``HeatmapPoseModel`` when the stored config's ``head`` is "heatmap"
-    (files written before that field existed, and official files, are "rle").
+    """Load a project, official or mmpose checkpoint as an eval-mode ``PoseModel`` on ``device``:
+    an ``RLEPoseModel``, or a ``HeatmapPoseModel`` when the stored config's ``head`` is "heatmap"
+    (files written before that field existed, and official and mmpose files, are "rle").
 
-    2D and 3D are told apart from the file itself (its config, or the official key names).
+    2D and 3D, and the checkpoint family (its ``head_layout``, normalisation), are told apart from
+    the file itself (its config, or the official / mmpose key names).
     """
     obj = read_checkpoint(path)
     if obj.get("format") == FORMAT:
@@ -84,8 +134,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> P
         state = obj["model"]
     else:
         state = _unwrap_state_dict(obj)
-        config = official_config(state, Path(path).name)
-        state = convert_official_state_dict(state)
+        config, state = foreign_config_and_state(state, Path(path).name)
     model = build_model(config)
     _load_state(model, state, path)
     return model.to(device).eval()
@@ -99,16 +148,48 @@ def _unwrap_state_dict(obj: dict) -> dict:
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
+def foreign_config_and_state(state: dict, file_name: str) -> tuple[PoseModelConfig, dict]:
+    """Config and renamed state dict of an official or mmpose state dict (told by its keys)."""
+    layout = mmpose.mmpose_layout(state)
+    if layout is None:
+        return official_config(state, file_name), convert_official_state_dict(state)
+    try:
+        config = mmpose_model_config(state, layout, file_name)
+        return config, mmpose.convert_mmpose_state_dict(state, layout, config.backbone)
+    except ValueError as exc:
+        raise CheckpointError(f"{file_name}: {exc}") from None
+
+
+def mmpose_model_config(state: dict, layout: str, file_name: str) -> PoseModelConfig:
+    """The PoseModelConfig of an mmpose RLE state dict: backbone (ResNet depth or MobileNetV2),
+    COCO-17 joints, crop size from the file name (default 256x192), mmpose's conventions."""
+    backbone = mmpose.mmpose_backbone(state) or _resnet_name(state, "backbone.")
+    if backbone is None:
+        raise ValueError("mmpose backbone is neither a ResNet (backbone.layer1..4) nor MobileNetV2 "
+                         "(backbone.conv1.conv)")
+    outputs = state[mmpose.LAYOUTS[layout][0] + "weight"].shape[0]
+    if outputs != 4 * COCO17.num_joints:
+        raise ValueError(f"mmpose head gives {outputs} outputs; supported: COCO-17 (68 = 17 x 4)")
+    return mmpose_config(backbone, input_hw=mmpose.input_hw_from_name(file_name),
+                         source=f"mmpose-{layout}:{file_name}")
+
+
+def _resnet_name(state: dict, prefix: str) -> str | None:
+    """timm ResNet name from torchvision-style keys under ``prefix`` (None if not a known ResNet)."""
+    blocks = {int(k.split(".")[2]) for k in state if k.startswith(prefix + "layer3.")}
+    bottleneck = any(k.startswith(prefix + "layer1.0.conv3.") for k in state)
+    return RESNET_BY_BLOCKS.get((len(blocks), bottleneck))
+
+
 def official_config(state: dict, file_name: str) -> PoseModelConfig:
     """The PoseModelConfig of an official state dict: 2D/3D, ResNet depth and joint count."""
     if not any(k.startswith("preact.") for k in state) or "fc_coord.linear.weight" not in state:
-        raise CheckpointError(f"{file_name}: neither an rle-pose checkpoint nor an official RLE "
-                              "state dict (no 'preact.*' / 'fc_coord.linear.weight' keys)")
+        raise CheckpointError(f"{file_name}: neither an rle-pose checkpoint nor an official RLE state dict "
+                              "('preact.*', 'fc_coord.linear.weight') nor an mmpose RLE one ('head.fc.weight')")
     dims = 3 if any(k.startswith("flow3d.") for k in state) else 2
-    blocks = {int(k.split(".")[2]) for k in state if k.startswith("preact.layer3.")}
-    bottleneck = any(k.startswith("preact.layer1.0.conv3.") for k in state)
-    backbone = RESNET_BY_BLOCKS.get((len(blocks), bottleneck))
+    backbone = _resnet_name(state, "preact.")
     if backbone is None:
+        blocks = {k.split(".")[2] for k in state if k.startswith("preact.layer3.")}
         raise CheckpointError(f"{file_name}: unrecognised ResNet layout ({len(blocks)} blocks in layer3)")
     outputs = state["fc_coord.linear.weight"].shape[0]
     if outputs % dims:

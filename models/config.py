@@ -13,6 +13,11 @@ from .skeleton import COCO17, H36M18
 OFFICIAL_MEAN_RGB = (0.406, 0.457, 0.480)   # official RLE code: per R, G, B channel
 OFFICIAL_STD_3D_RGB = (0.225, 0.224, 0.229)  # official 3D model only; 2D divides by nothing
 HEADS = ("rle", "heatmap")                   # architectures: the keys of models.build.MODEL_CLASSES
+# RLE head layouts: the keys of models.head.RLE_HEADS (a checkpoint family's convention)
+HEAD_LAYOUTS = ("official", "mmpose")
+# mmpose's data preprocessor: ImageNet mean/std on 0-255 RGB, here divided by 255 (same values)
+IMAGENET_MEAN_RGB = (123.675 / 255, 116.28 / 255, 103.53 / 255)
+IMAGENET_STD_RGB = (58.395 / 255, 57.12 / 255, 57.375 / 255)
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,13 @@ class PoseModelConfig:
             SimpleBaseline deconvolution head of stage 1 of the two-stage recipe, 2D only): the
             architecture, from which ``models.build.build_model`` picks the model class. (A
             training run sets it from its loss: ``trainer.config.model_head_for_loss``.)
+        head_layout: the RLE head's convention (``head`` "rle" only). ``"official"``: the official
+            code's feature-normalised ``coord`` + plain ``sigma`` linears, mu in [-0.5, 0.5] of the
+            crop. ``"mmpose"``: mmpose's one plain ``fc`` Linear(C, K*4) giving per joint (x, y,
+            sigma_x logit, sigma_y logit) with x, y in [0, 1] of the crop (2D only); the head
+            shifts them by -0.5, so its output, the loss, the flip test (mmpose's
+            ``x' = 1 - x - 1/W`` is the official ``u' = -u - 1/W``) and the score (1 - mean sigma)
+            are the same as the official ones downstream.
     """
 
     backbone: str = "resnet50"
@@ -55,6 +67,7 @@ class PoseModelConfig:
     flow_layers: int = 6
     source: str = "rle-pose"
     head: str = "rle"
+    head_layout: str = "official"
 
     def __post_init__(self) -> None:
         # Normalise list-typed values (from JSON/YAML/checkpoints) to tuples, then check.
@@ -81,6 +94,10 @@ class PoseModelConfig:
         if self.head not in HEADS or (self.head == "heatmap" and self.dims != 2):
             raise ValueError(f"head must be one of {', '.join(HEADS)} (heatmap: 2D only), got "
                              f"'{self.head}' with dims {self.dims}")
+        if self.head_layout not in HEAD_LAYOUTS or (
+                self.head_layout == "mmpose" and (self.dims != 2 or self.head != "rle")):
+            raise ValueError(f"head_layout must be one of {', '.join(HEAD_LAYOUTS)} (mmpose: 2D rle only), "
+                             f"got '{self.head_layout}' with dims {self.dims}")
         if not 0 <= self.root_index < k:
             raise ValueError(f"root_index {self.root_index} outside 0..{k - 1}")
 
@@ -109,6 +126,15 @@ class PoseModelConfig:
 def coco_config(backbone: str = "resnet50", **changes) -> PoseModelConfig:
     """The paper's 2D COCO model: 17 joints, 256x192, official mean, no std, box x1.25."""
     return PoseModelConfig(backbone=backbone, **changes)
+
+
+def mmpose_config(backbone: str = "resnet50", **changes) -> PoseModelConfig:
+    """mmpose's 2D RLE models (``td-reg_*_rle-*_coco-256x192``): COCO-17, 256x192, mmpose's head
+    layout, ImageNet mean/std, box x1.25 with the aspect fixed to W/H (the same crop as
+    ``coco_config``: mmpose's ``get_warp_matrix`` is this project's similarity, not UDP)."""
+    base = dict(mean_rgb=IMAGENET_MEAN_RGB, std_rgb=IMAGENET_STD_RGB, head_layout="mmpose")
+    base.update(changes)
+    return PoseModelConfig(backbone=backbone, **base)
 
 
 def h36m_config(backbone: str = "resnet50", **changes) -> PoseModelConfig:

@@ -1,4 +1,4 @@
-"""Backbone + RLE head + flow + input normalisation, as one module."""
+"""Backbone + RLE head (official or mmpose layout) + flow + input normalisation, as one module."""
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -8,7 +8,7 @@ from torch import nn
 
 from .backbone import create_backbone, feature_dim
 from .config import PoseModelConfig
-from .head import RLEHead
+from .head import RLE_HEADS
 from .loss import RLELoss, RLELossTerms
 
 
@@ -56,7 +56,8 @@ class RLEPoseModel(nn.Module):
         super().__init__()
         self.config = config
         self.backbone = backbone if backbone is not None else create_backbone(config.backbone)
-        self.head = RLEHead(feature_dim(self.backbone), config.num_joints, config.dims, config.sigma_eps)
+        head_class = RLE_HEADS[config.head_layout]
+        self.head = head_class(feature_dim(self.backbone), config.num_joints, config.dims, config.sigma_eps)
         self.criterion = RLELoss(config.dims, config.flow_hidden, config.flow_layers)
         self.normalise = PixelNormalise(config.mean_rgb, config.std_rgb)
 
