@@ -60,7 +60,7 @@ class PosePipeline:
     """Detector + box tracker + RLE Predictor (+ 3D model) + keypoint smoother, one lock.
 
     Args:
-        model: 2D RLEPoseModel; model_3d: optional 3D RLEPoseModel run on the same boxes.
+        model: a 2D PoseModel; model_3d: an optional 3D PoseModel run on the same boxes.
         detector: default detector name (``DETECTORS`` key); detector_model: mediapipe ``.task``.
         checkpoint, checkpoint_3d: where the weights came from (shown as model info).
         notices: lines the UI shows (demo model, detector fallback).
