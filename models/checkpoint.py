@@ -17,6 +17,7 @@ import torch
 from .build import PoseModel, build_model
 from .config import PoseModelConfig, coco_config, h36m_config
 from .files import atomic_path
+from .zoo import ZooError, resolve_checkpoint
 
 FORMAT = "rle-pose"
 FORMAT_VERSION = 1
@@ -77,7 +78,13 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> P
     (files written before that field existed, and official files, are "rle").
 
     2D and 3D are told apart from the file itself (its config, or the official key names).
+    ``path`` may also be a zoo name (``models.zoo``, e.g. "rle-r50-coco") or an http(s) URL: it is
+    fetched once into the cache first (a failure is a one-line ``CheckpointError``).
     """
+    try:
+        path = resolve_checkpoint(path)
+    except ZooError as err:
+        raise CheckpointError(str(err)) from None
     obj = read_checkpoint(path)
     if obj.get("format") == FORMAT:
         config = PoseModelConfig.from_dict(obj["config"])
