@@ -123,8 +123,9 @@ def lookup(spec: str, dims: int | None = None, option: str = "checkpoint") -> Zo
 
 def resolve_checkpoint(spec: str | os.PathLike, dims: int | None = None, option: str = "checkpoint",
                        progress: bool = True, report=None) -> Path:
-    """A local checkpoint file for ``spec``: an existing path as it is, a zoo name or an http(s)
-    URL fetched once into the cache (``report(done_bytes, total_bytes)`` follows the download).
+    """A local checkpoint file for ``spec``: a path as it is (existing or not: the loader reports a
+    missing file), a zoo name or an http(s) URL fetched once into the cache
+    (``report(done_bytes, total_bytes)`` follows the download).
 
     Raises ``ZooError`` (one line) for an unknown name (listing the names), a name of the wrong
     ``dims``, or a failed download (naming the URL and where to put the file by hand).
@@ -139,8 +140,8 @@ def resolve_checkpoint(spec: str | os.PathLike, dims: int | None = None, option:
         entry = ZooEntry(name, "unknown", "unknown", "", (0, 0), name, text, "", "", "",
                          sha256=hashed.group(1) if hashed else None)
     if entry is None:
-        if any(sep in text for sep in ("/", os.sep)) or text.endswith((".pth", ".pt", ".ckpt")):
-            raise ZooError(f"{option} {text}: no such file")
+        if any(sep in text for sep in ("/", os.sep)) or Path(text).suffix:
+            return Path(text)                      # a path: the loader says "no such checkpoint file"
         raise ZooError(f"{option} {text}: neither a file nor a known model; known: {', '.join(ZOO)}")
     return fetch(entry, progress, report)
 

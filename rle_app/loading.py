@@ -38,6 +38,10 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def _load(spec: str | Path, dims: int, option: str, device: torch.device, report=None):
+    text = str(spec)
+    if text not in zoo.ZOO and not text.startswith(("http://", "https://")) and not Path(text).is_file() \
+            and ("/" in text or Path(text).suffix):
+        raise AppError(f"{option} {spec}: no such file")
     try:
         path = zoo.resolve_checkpoint(spec, dims, option, report=report)   # a wrong-task name: before any download
         model = load_model(path, device)

@@ -104,7 +104,7 @@ def test_unknown_names_list_the_zoo_and_missing_paths_say_no_such_file(zoo_cache
     with pytest.raises(CheckpointError, match="known: rle-r50-coco, rle-r50-h36m, mmpose-rle-r50-coco") as err:
         load_model("rle-r51-coco")
     assert "\n" not in str(err.value)
-    with pytest.raises(CheckpointError, match="no such file"):
+    with pytest.raises(CheckpointError, match="missing.pth: no such checkpoint file"):
         load_model(tmp_path / "missing.pth")
 
 
