@@ -23,6 +23,7 @@ from .build import PoseModel, build_model
 from .config import PoseModelConfig, coco_config, h36m_config, mmpose_config
 from .files import atomic_path
 from .skeleton import COCO17
+from .zoo import ZooError, resolve_checkpoint
 
 FORMAT = "rle-pose"
 FORMAT_VERSION = 1
@@ -126,8 +127,14 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> P
     (files written before that field existed, and official and mmpose files, are "rle").
 
     2D and 3D, and the checkpoint family (its ``head_layout``, normalisation), are told apart from
-    the file itself (its config, or the official / mmpose key names).
+    the file itself (its config, or the official / mmpose key names). ``path`` may also be a zoo
+    name (``models.zoo``, e.g. "rle-r50-coco") or an http(s) URL: it is fetched once into the cache
+    first (a failure is a one-line ``CheckpointError``).
     """
+    try:
+        path = resolve_checkpoint(path)
+    except ZooError as err:
+        raise CheckpointError(str(err)) from None
     obj = read_checkpoint(path)
     if obj.get("format") == FORMAT:
         config = PoseModelConfig.from_dict(obj["config"])

@@ -6,13 +6,17 @@ file in the same folder (so ``os.replace`` stays on one file system), are fsynce
 over the target. Readers see the old file or the complete new one, never half a file; several
 processes writing the same file at once are safe; a failure leaves nothing behind.
 
-``download_file`` is the one downloader (the mediapipe detector's bundle now, the model zoo's
-checkpoints later): streamed to such a temporary file, checked against a sha256, kept only if it
-matches. ``default_cache_dir`` is where downloads are cached.
+``download_file`` is the one downloader (the mediapipe detector's bundle, the model zoo's
+checkpoints; Google Drive files through ``gdown``): streamed to such a temporary file, checked
+against a sha256 (or the prefix of one: OpenMMLab's file names carry 8 hex digits), kept only if
+it matches, under a cross-process lock (``DEST.lock``) so two processes fetching the same file get
+one complete file: the second waits, then finds it there. ``default_cache_dir`` is where downloads
+are cached.
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -25,15 +29,75 @@ from collections.abc import Iterator
 
 DOWNLOAD_TIMEOUT_S = 20.0
 CHUNK_BYTES = 1 << 20
+CACHE_ENV = "RLE_POSE_CACHE"
+DRIVE_URL = "https://drive.google.com/uc?id={id}"   # gdown follows Drive's confirmation pages
 
 
 class DownloadError(RuntimeError):
     """A download failed (network, timeout, checksum); the message is one line naming the URL."""
 
 
+class CacheNotWritable(DownloadError):
+    """The cache folder cannot be created or written; the message names it and ``$RLE_POSE_CACHE``."""
+
+
 def default_cache_dir() -> Path:
-    """``$RLE_POSE_CACHE`` if set, else ``~/.cache/rle-pose``."""
-    return Path(os.environ.get("RLE_POSE_CACHE") or Path.home() / ".cache" / "rle-pose")
+    """``$RLE_POSE_CACHE`` if set, else ``$XDG_CACHE_HOME/rle-pose``, else ``~/.cache/rle-pose``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rle-pose"
+
+
+def ensure_writable_dir(folder: Path) -> Path:
+    """Create ``folder`` if needed and check that files can be made in it; else ``CacheNotWritable``."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise CacheNotWritable(f"cache folder {folder} is not writable ({err.strerror or err}); "
+                               f"set ${CACHE_ENV} to a writable folder") from None
+    return folder
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``fcntl.flock`` on ``PATH.lock`` while inside; the lock file is removed on
+    the way out (a waiter that then holds a removed file's lock opens the new one and tries again)."""
+    lock = path.with_name(path.name + ".lock")
+    while True:
+        handle = open(lock, "a")
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            if os.path.samestat(os.fstat(handle.fileno()), os.stat(lock)):
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        handle.close()                              # closing releases the flock
+
+
+def sha256_matches(hexdigest: str, expected: str | None) -> bool:
+    """True when ``expected`` is None, the full digest, or a prefix of it (at least 8 hex digits)."""
+    if expected is None:
+        return True
+    expected = expected.lower()
+    if len(expected) < 8:
+        raise ValueError(f"sha256 {expected!r}: give the full digest or a prefix of at least 8 hex digits")
+    return hexdigest.startswith(expected)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @contextlib.contextmanager
@@ -78,46 +142,94 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = No
     return write_bytes_atomic(path, json.dumps(obj, indent=indent).encode("utf-8"))
 
 
-def _progress_bar(response, dest: Path, progress: bool):
+def _progress_bar(total: int | None, dest: Path, progress: bool):
     """A tqdm bar in bytes (total from Content-Length when the server sends it), or None."""
     if not progress:
         return None
     from tqdm import tqdm
 
-    headers = getattr(response, "headers", None)
-    total = int(headers["Content-Length"]) if headers is not None and headers.get("Content-Length") else None
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name, leave=False)
 
 
+def _content_length(response) -> int | None:
+    headers = getattr(response, "headers", None)
+    value = headers.get("Content-Length") if headers is not None else None
+    return int(value) if value else None
+
+
+def _stream_url(url: str, out, dest: Path, progress: bool, timeout_s: float, report) -> None:
+    """Copy ``url`` into the open file ``out``; a body shorter than its Content-Length is an error."""
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:
+        total = _content_length(response)
+        bar, done = _progress_bar(total, dest, progress), 0
+        try:
+            while chunk := response.read(CHUNK_BYTES):
+                out.write(chunk)
+                done += len(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
+                if report is not None:
+                    report(done, total)
+        finally:
+            if bar is not None:
+                bar.close()
+    if total is not None and done != total:
+        raise DownloadError(f"{url}: interrupted after {done} of {total} bytes; nothing was kept, "
+                            "run again to download it again")
+
+
+def _stream_drive(drive_id: str, out, progress: bool, timeout_s: float, report) -> None:
+    """Copy the Google Drive file ``drive_id`` into ``out`` with gdown (it handles Drive's
+    confirmation pages); ``DRIVE_URL`` is the address it starts from."""
+    import gdown
+    callback = None if report is None else (lambda done, total: report(done, total))
+    gdown.download(url=DRIVE_URL.format(id=drive_id), output=out, quiet=not progress,
+                   timeout=timeout_s, progress=callback)
+
+
 def download_file(url: str, dest: str | os.PathLike, sha256: str | None = None, progress: bool = True,
-                  timeout_s: float = DOWNLOAD_TIMEOUT_S) -> Path:
-    """Download ``url`` to ``dest`` once, verified; the general downloader (mediapipe, model zoo).
+                  timeout_s: float = DOWNLOAD_TIMEOUT_S, drive_id: str | None = None,
+                  check=None, report=None) -> Path:
+    """Download ``url`` (or the Google Drive file ``drive_id``) to ``dest`` once, verified.
 
-    The response is streamed to a temporary file beside ``dest`` (its folder is created), hashed
-    on the way, and renamed over ``dest`` only if ``sha256`` (hex) is None or matches: a bad file
-    is never kept. ``progress`` shows a tqdm bar on stderr. Returns ``dest``.
+    Under a lock on ``DEST.lock`` (a second process waits, then finds ``dest`` there and returns
+    it), the bytes are streamed to a temporary file beside ``dest`` (its folder is created), then
+    renamed over ``dest`` only if ``sha256`` (hex, full or a prefix of >= 8 digits) is None or
+    matches and ``check(tmp_path)`` (optional, e.g. "loads as a checkpoint") raises nothing: a bad
+    or truncated file is never kept. ``progress`` shows a tqdm bar on stderr; ``report(done_bytes,
+    total_bytes or None)`` is called as bytes arrive (a UI's progress). Returns ``dest``.
 
-    Raises ``DownloadError`` (one line) on network errors, timeouts or a checksum mismatch.
+    Raises ``DownloadError`` (one line naming the URL and, for network errors, where to put the
+    file by hand) on network errors, timeouts, a short body or a checksum mismatch;
+    ``CacheNotWritable`` when ``dest``'s folder cannot be written.
     """
     dest = Path(dest)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(dest) as tmp, open(tmp, "wb") as out, \
-                urllib.request.urlopen(url, timeout=timeout_s) as response:
-            digest, bar = hashlib.sha256(), _progress_bar(response, dest, progress)
-            try:
-                while chunk := response.read(CHUNK_BYTES):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    if bar is not None:
-                        bar.update(len(chunk))
-            finally:
-                if bar is not None:
-                    bar.close()
-            out.flush()
-            if sha256 is not None and digest.hexdigest() != sha256.lower():
-                raise DownloadError(f"{url}: sha256 {digest.hexdigest()} != expected {sha256}; "
-                                    f"the file was not kept at {dest}")
-    except (urllib.error.URLError, OSError, TimeoutError) as err:
-        raise DownloadError(f"cannot download {url} ({type(err).__name__}: {err})") from None
+    ensure_writable_dir(dest.parent)
+    shown = url if drive_id is None else f"{url} (Google Drive file {drive_id})"
+    with file_lock(dest):
+        if dest.is_file():
+            return dest
+        try:
+            with atomic_path(dest) as tmp:
+                with open(tmp, "wb") as out:
+                    if drive_id is None:
+                        _stream_url(url, out, dest, progress, timeout_s, report)
+                    else:
+                        _stream_drive(drive_id, out, progress, timeout_s, report)
+                digest = file_sha256(tmp)
+                if not sha256_matches(digest, sha256):
+                    raise DownloadError(f"{shown}: sha256 {digest} != expected {sha256}; "
+                                        f"the file was not kept at {dest}")
+                if check is not None:
+                    check(tmp)
+        except DownloadError:
+            raise
+        except Exception as err:  # urllib, http.client, requests/gdown: many types, one line
+            raise DownloadError(f"cannot download {shown} ({type(err).__name__}: {_first_line(err)}); "
+                                f"if the host cannot be reached, download it by hand and save it as {dest}") from None
     return dest
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else "no details"

@@ -1,11 +1,13 @@
 """``rle-app``: parse, load the models, build the Gradio app, launch. Nothing else lives here.
 
-    rle-app [--checkpoint PATH] [--checkpoint-3d PATH] [--webcam | --video PATH | --image PATH]
-            [--detector auto|mediapipe|hog|full-frame] [--host 127.0.0.1] [--port 7860] [--share]
-            [--device auto]
+    rle-app [--checkpoint NAME|URL|PATH] [--checkpoint-3d NAME|URL|PATH] [--webcam | --video PATH |
+            --image PATH] [--detector auto|mediapipe|hog|full-frame] [--host 127.0.0.1] [--port 7860]
+            [--share] [--device auto] [--offline] [--list-models]
 
-Without ``--checkpoint`` the demo model in ``assets/`` is used (trained on generated figures only).
-Every user error (missing file, 2D/3D mix-up, bad detector) is one click error line, exit code 1.
+Without ``--checkpoint`` a real model is used (``rle_app.loading.default_checkpoint``: a cached zoo
+model, else the device's default downloaded once); offline, the demo model in ``assets/`` (trained
+on generated figures only). Every user error (missing file, unknown name, 2D/3D mix-up, bad
+detector) is one click error line, exit code 1.
 """
 from __future__ import annotations
 
@@ -19,34 +21,39 @@ MAX_FILE_SIZE = "100mb"
 
 def build_app(checkpoint: str | None = None, checkpoint_3d: str | None = None, detector: str = "auto",
               detector_model: str | None = None, device: str = "auto", video: str | None = None,
-              image: str | None = None, download: bool = True, webcam_time_limit_s: int | None = None):
+              image: str | None = None, download: bool = True, webcam_time_limit_s: int | None = None,
+              offline: bool = False):
     """Load the models and build the Blocks; returns (demo, allowed_paths). Raises AppError.
 
+    ``checkpoint`` None: ``default_checkpoint`` (a real model unless ``offline``; see loading).
     ``video`` / ``image`` pre-fill their tabs (and select the tab); allowed_paths are the assets
     folder and those files, nothing else.
     """
     from rle_app.detect import resolve_detector
     from rle_app.errors import AppError
-    from rle_app.loading import ASSETS_DIR, DEMO_NOTICE, load_pose_models, resolve_device
+    from rle_app.loading import ASSETS_DIR, load_app_models, resolve_device
     from rle_app.pipeline import PosePipeline
     from rle_app.ui import build_demo
     for option, path in (("--video", video), ("--image", image), ("--detector-model", detector_model)):
         if path and not Path(path).is_file():
             raise AppError(f"{option} {path}: no such file")
-    model, model_3d, path_2d = load_pose_models(checkpoint, checkpoint_3d, resolve_device(device))
-    name, notice = resolve_detector(detector, detector_model, download)
-    notices = ([] if checkpoint else [DEMO_NOTICE]) + ([notice] if notice else [])
+    dev = resolve_device(device)
+    model, model_3d, path_2d, spec, model_notices = load_app_models(checkpoint, checkpoint_3d, dev, offline)
+    name, notice = resolve_detector(detector, detector_model, download and not offline)
+    notices = list(model_notices) + ([notice] if notice else [])
     pipe = PosePipeline(model, model_3d, detector=name, detector_model=detector_model, checkpoint=path_2d,
                         checkpoint_3d=checkpoint_3d, notices=tuple(notices))
-    demo = build_demo(pipe, video_path=video, image_path=image, webcam_time_limit_s=webcam_time_limit_s)
+    demo = build_demo(pipe, video_path=video, image_path=image, webcam_time_limit_s=webcam_time_limit_s,
+                      model_name=spec, device=dev)
     allowed = [str(ASSETS_DIR)] + [str(Path(p).resolve()) for p in (video, image) if p]
     return demo, allowed
 
 
 @click.command(help="Pose estimation with uncertainty (RLE) in a Gradio app: webcam, video, image.")
-@click.option("--checkpoint", type=click.Path(dir_okay=False), help="2D checkpoint (project or official "
-              "coco-laplace-rle.pth); default: the demo model in assets/.")
-@click.option("--checkpoint-3d", type=click.Path(dir_okay=False), help="3D checkpoint (e.g. h36m-laplace-rle.pth).")
+@click.option("--checkpoint", help="2D checkpoint: a zoo name (--list-models), an http(s) URL or a file "
+              "(project, official, mmpose); default: a cached zoo model, else the default downloaded once, "
+              "offline the demo model in assets/.")
+@click.option("--checkpoint-3d", help="3D checkpoint: rle-r50-h36m, a URL or a file (e.g. h36m-laplace-rle.pth).")
 @click.option("--webcam", "start", flag_value="webcam", help="Open on the webcam tab (the default).")
 @click.option("--video", type=click.Path(dir_okay=False), help="Open on the video tab with this video.")
 @click.option("--image", type=click.Path(dir_okay=False), help="Open on the image tab with this image.")
@@ -60,11 +67,18 @@ def build_app(checkpoint: str | None = None, checkpoint_3d: str | None = None, d
 @click.option("--port", default=7860, show_default=True, type=int)
 @click.option("--share", is_flag=True, help="Also open a public gradio.live link.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
+@click.option("--offline", is_flag=True, help="No downloads: without --checkpoint the demo model "
+              "(also RLE_POSE_OFFLINE=1).")
+@click.option("--list-models", is_flag=True, help="List the zoo's models (size, accuracy, cached) and exit.")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads (1 is fastest for the demo "
               "model on a busy machine; default: torch's choice).")
 def main(checkpoint, checkpoint_3d, start, video, image, detector, detector_model, download, host, port,
-         share, device, threads) -> None:
+         share, device, offline, list_models, threads) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    if list_models:
+        from models.zoo import format_table
+        click.echo(format_table())
+        return
     if threads:
         import torch
         torch.set_num_threads(threads)
@@ -73,7 +87,7 @@ def main(checkpoint, checkpoint_3d, start, video, image, detector, detector_mode
         raise click.UsageError("give one of --webcam, --video PATH, --image PATH")
     try:
         demo, allowed = build_app(checkpoint, checkpoint_3d, detector, detector_model, device,
-                                  video, image, download)
+                                  video, image, download, offline=offline)
     except AppError as err:
         raise click.ClickException(str(err)) from None
     demo.queue(default_concurrency_limit=1)

@@ -78,6 +78,14 @@ class PosePipeline:
         self.frames_processed = 0
         self.last_input: np.ndarray | None = None  # the last frame the model saw (tests, debugging)
 
+    def swap_model(self, model, checkpoint: str | Path | None, notices: tuple[str, ...] = ()) -> None:
+        """Run ``model`` (2D) from now on (the UI's model picker); detectors shaped by the old model's
+        input aspect are rebuilt on next use."""
+        with self._lock:
+            self.predictor, self.config = Predictor(model), model.config
+            self.checkpoint, self.notices = checkpoint, tuple(notices)
+            self._detectors.clear()
+
     def detector(self, name: str | None):
         """The (cached) detector ``name`` (None: the default). ``full-frame`` is the largest centred
         box of the model's input aspect (a person centred in a webcam view, as the model was trained)."""

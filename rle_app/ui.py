@@ -26,11 +26,14 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
+import torch
 
+from models import zoo
+from rle_app import loading
 from rle_app.detect import DETECTORS
 from rle_app.draw import ELLIPSE_LEVEL, annotate, figure_3d
 from rle_app.errors import AppError
-from rle_app.loading import ASSETS_DIR
+from rle_app.loading import ASSETS_DIR, DEMO
 from rle_app.media import SIGMA_NOTE, document, frame_record, model_info, process_video
 from rle_app.pipeline import FramePoses, PosePipeline, StreamState
 from rle_app.units3d import person_mm
@@ -57,11 +60,40 @@ def _write_json(out_dir: Path, stem: str, doc: dict) -> str:
     return str(path)
 
 
+MODEL_NOTICES = ("Demo model", "Could not fetch the default model", "The default model did not load")
+
+
+def model_choices(current: str | None) -> list[tuple[str, str]]:
+    """(label, value) pairs of the picker: the zoo's 2D models (cached ones marked), the demo model,
+    and ``current`` when it is a file or URL outside the zoo."""
+    choices = [(f"{name} ({zoo.ZOO[name].accuracy}){' - cached' if zoo.is_cached(name) else ''}", name)
+               for name in zoo.names(2)]
+    choices.append(("demo (generated figures only, offline)", DEMO))
+    if current and current not in zoo.ZOO and current != DEMO:
+        choices.insert(0, (Path(str(current)).name, str(current)))
+    return choices
+
+
 class Handlers:
     """Event functions of one app (one pipeline, one output folder for videos and JSON files)."""
 
-    def __init__(self, pipe: PosePipeline, out_dir: Path):
+    def __init__(self, pipe: PosePipeline, out_dir: Path, device: torch.device | None = None):
         self.pipe, self.out_dir = pipe, out_dir
+        self.device = device or torch.device("cpu")
+
+    @user_errors
+    def switch_model(self, name: str, progress=gr.Progress()):
+        """The model picker: load zoo model ``name`` (downloading it once, with progress) or the
+        demo model, run it from now on; returns the new model info and the refreshed choices."""
+        if name in zoo.ZOO and not zoo.is_cached(name) and zoo.offline():
+            raise AppError(f"{name} is not cached and ${zoo.OFFLINE_ENV} forbids downloads; "
+                           f"put {zoo.ZOO[name].file_name} in {zoo.cache_path(zoo.ZOO[name]).parent}")
+        report = lambda done, total: progress((done, total), desc=f"downloading {name}", unit="bytes")  # noqa: E731
+        model = loading.load_2d(name, self.device, report)
+        kept = [n for n in self.pipe.notices if not n.startswith(MODEL_NOTICES)]
+        notices = ([loading.DEMO_NOTICE] if name == DEMO else []) + kept
+        self.pipe.swap_model(model, loading.DEMO_CHECKPOINT if name == DEMO else name, tuple(notices))
+        return info_markdown(self.pipe, name), gr.update(choices=model_choices(name), value=name)
 
     def webcam_step(self, frame, state, conf, scale, flip, smooth, detector):
         """Streamed: one browser frame (mirrored when MIRROR_PREVIEW) -> annotated real frame."""
@@ -95,13 +127,14 @@ class Handlers:
         drawn = annotate(image, poses, self.pipe.config, conf, scale)
         return drawn, _write_json(self.out_dir, "image", doc), (image, poses)
 
-    @staticmethod
-    def redraw(kept, conf, scale, config):
+    def redraw(self, kept, conf, scale):
         """Sliders moved: draw the kept poses again, without running the model."""
         if not kept:
             return gr.skip()
         image, poses = kept
-        return annotate(image, poses, config, conf, scale)
+        if poses.pred.keypoints.shape[1] != self.pipe.config.num_joints:
+            return gr.skip()                     # drawn by a model since swapped for another joint set
+        return annotate(image, poses, self.pipe.config, conf, scale)
 
     @user_errors
     def predict_video(self, video, conf, scale, flip, detector, smooth, progress=gr.Progress()):
@@ -128,9 +161,11 @@ class Handlers:
         return fig
 
 
-def info_markdown(pipe: PosePipeline) -> str:
-    """Model info (backbone, dims, input size, provenance), notices, and the ellipse legend."""
-    lines = []
+def info_markdown(pipe: PosePipeline, model_name: str | None = None) -> str:
+    """Which model runs, model info (backbone, dims, input size, provenance), notices, the ellipse legend."""
+    entry = zoo.ZOO.get(str(model_name))
+    lines = [f"**Running**: `{model_name}`" + (f" ({entry.task}, {entry.accuracy}, {entry.accuracy_source})"
+                                              if entry else "")] if model_name else []
     for label, info in (("2D model", model_info(pipe.config, pipe.checkpoint)),
                         ("3D model", model_info(pipe.predictor_3d.config, pipe.checkpoint_3d)
                          if pipe.predictor_3d else None)):
@@ -145,14 +180,21 @@ def info_markdown(pipe: PosePipeline) -> str:
 
 
 def build_demo(pipe: PosePipeline, video_path: str | None = None, image_path: str | None = None,
-               detector: str | None = None, webcam_time_limit_s: int | None = None) -> gr.Blocks:
-    """The app: Webcam, Video and Image tabs, shared controls, 3D view when a 3D model is loaded.
+               detector: str | None = None, webcam_time_limit_s: int | None = None, model_name: str | None = None,
+               device: torch.device | None = None) -> gr.Blocks:
+    """The app: a model picker, Webcam, Video and Image tabs, shared controls, 3D view when a 3D
+    model is loaded. ``model_name``: the 2D model's zoo name, "demo", or its path / URL.
 
-    Named API endpoints: ``predict_image``, ``predict_video``, ``predict_frame`` (the webcam twin).
+    Named API endpoints: ``predict_image``, ``predict_video``, ``predict_frame`` (the webcam twin),
+    ``switch_model`` (the picker).
     """
-    h = Handlers(pipe, Path(tempfile.mkdtemp(prefix="rle-app-")))
+    h = Handlers(pipe, Path(tempfile.mkdtemp(prefix="rle-app-")), device)
+    model_name = model_name or (DEMO if pipe.checkpoint == loading.DEMO_CHECKPOINT else None)
     with gr.Blocks(title="RLE pose") as demo:
-        gr.Markdown("# RLE pose: keypoints with uncertainty\n" + info_markdown(pipe))
+        gr.Markdown("# RLE pose: keypoints with uncertainty")
+        info = gr.Markdown(info_markdown(pipe, model_name), elem_id="model-info")
+        picker = gr.Dropdown(model_choices(model_name), value=model_name, label="2D model (zoo; downloaded once)")
+        picker.input(h.switch_model, [picker], [info, picker], api_name="switch_model", concurrency_limit=1)
         with gr.Row():
             conf = gr.Slider(0.0, 1.0, 0.3, step=0.05, label="confidence threshold")
             scale = gr.Slider(0.25, 4.0, 1.0, step=0.25, label="ellipse scale")
@@ -205,9 +247,8 @@ def _image_tab(h: Handlers, image_path, conf, scale, flip, det) -> None:
     ijson = gr.File(label="keypoints JSON")
     kept = gr.State(None)
     run = ibtn.click(h.predict_image, [iin, conf, scale, flip, det], [iout, ijson, kept], api_name="predict_image")
-    redraw = functools.partial(Handlers.redraw, config=h.pipe.config)
     for slider in (conf, scale):
-        slider.change(redraw, [kept, conf, scale], iout, api_visibility="private", show_progress="hidden")
+        slider.change(h.redraw, [kept, conf, scale], iout, api_visibility="private", show_progress="hidden")
     if h.pipe.predictor_3d is None:
         return
     with gr.Row():

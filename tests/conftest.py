@@ -6,6 +6,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ["RLE_POSE_OFFLINE"] = "1"      # the app never tries the network; zoo tests unset it
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -64,3 +65,101 @@ def official_state_dict(name: str = "coco-laplace-rle.pth", seed: int = 0, mu: n
 def official_state():
     """``official_state_dict`` above, for tests that write official checkpoints."""
     return official_state_dict
+
+
+class FileServer:
+    """A ThreadingHTTPServer on 127.0.0.1 serving ``files`` (path -> bytes); ``mode[path]`` may be
+    "truncate" (Content-Length of the whole file, then half the body and a closed connection) or
+    "404". ``hits[path]`` counts the requests. ``url(path)`` is the address of a path."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        self.files, self.mode, self.hits = {}, {}, {}
+        server_self = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                path = self.path.split("?")[0]
+                server_self.hits[path] = server_self.hits.get(path, 0) + 1
+                body = server_self.files.get(path)
+                if body is None or server_self.mode.get(path) == "404":
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if server_self.mode.get(path) == "truncate":
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def file_server():
+    """A local HTTP file server (``FileServer``); no external traffic."""
+    server = FileServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def closed_port_url():
+    """An http URL on 127.0.0.1 whose port nothing listens on (an unreachable host, offline)."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/gone.pth"
+
+
+@pytest.fixture
+def zoo_cache(tmp_path, monkeypatch):
+    """An empty download cache for this test ($RLE_POSE_CACHE), network allowed (RLE_POSE_OFFLINE unset)."""
+    monkeypatch.setenv("RLE_POSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("RLE_POSE_OFFLINE", raising=False)
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def serve_zoo(file_server, zoo_cache, monkeypatch):
+    """``serve_zoo(name, payload, sha256="auto", drive=False)``: point the zoo entry ``name`` at the
+    local file server holding ``payload`` (bytes). ``sha256="auto"``: the payload's first 8 hex
+    digits (as OpenMMLab names its files); ``drive=True``: keep the Drive id and send gdown to the
+    local server through ``models.files.DRIVE_URL``. Returns the entry as patched."""
+    import dataclasses
+    import hashlib
+
+    from models import files, zoo
+
+    def serve(name, payload: bytes, sha256="auto", drive=False):
+        entry = zoo.ZOO[name]
+        if drive:
+            monkeypatch.setattr(files, "DRIVE_URL", file_server.url("/drive/{id}"))
+            file_server.files[f"/drive/{entry.drive_id}"] = payload
+            new = dataclasses.replace(entry, sha256=None)
+        else:
+            path = f"/zoo/{entry.file_name}"
+            file_server.files[path] = payload
+            digest = hashlib.sha256(payload).hexdigest()[:8] if sha256 == "auto" else sha256
+            new = dataclasses.replace(entry, url=file_server.url(path), drive_id=None, sha256=digest)
+        monkeypatch.setitem(zoo.ZOO, name, new)
+        return new
+    return serve

@@ -20,9 +20,10 @@ def one_line_errors(fn):
         from trainer.config import ConfigError
         from trainer.data.dataset import DatasetError
         from trainer.engine import NonFiniteLossError
+        from models.zoo import ZooError
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, DatasetError, CheckpointError, BackboneError, NonFiniteLossError) as err:
+        except (ConfigError, DatasetError, CheckpointError, BackboneError, NonFiniteLossError, ZooError) as err:
             raise click.ClickException(str(err)) from None
     return wrapper
 
@@ -57,7 +58,8 @@ def train_options(fn):
         click.option("--out", "out_dir", help="Run directory (checkpoints, metrics.jsonl)."),
         click.option("--resume", help="auto (the run directory's last.pth) or a checkpoint path."),
         click.option("--seed", type=int),
-        click.option("--init-from", help="Start from the backbone of this checkpoint (e.g. heatmap stage 1)."),
+        click.option("--init-from", help="Start from the backbone of this checkpoint (e.g. heatmap stage 1): a "
+                     "file, an http(s) URL or a zoo name (rle-app --list-models), fetched once into the cache."),
         click.option("--loss", type=click.Choice(["rle", "l1", "heatmap"]),
                      help="rle (default), l1, or heatmap (which trains the heatmap model)."),
         click.option("--head", "renamed_head", type=click.Choice(["rle", "l1", "heatmap"]), hidden=True,
@@ -84,6 +86,9 @@ def _run_training(dataset: str, **opts) -> None:
         click.echo("\n".join(list_presets()))
         return
     preset = opts["preset"] or (SYNTHETIC_PRESETS if opts["synthetic"] else DEFAULT_PRESETS)[dataset]
+    if opts["init_from"]:
+        from models.zoo import resolve_checkpoint
+        opts["init_from"] = str(resolve_checkpoint(opts["init_from"], option="--init-from"))
     overrides = {"data.dataset": dataset, "data.data_root": opts["data_root"],
                  "model.backbone": opts["backbone"], "optim.epochs": opts["epochs"],
                  "data.batch_size_per_gpu": opts["batch_size"], "optim.lr": opts["lr"],
@@ -125,6 +130,20 @@ def train_h36m(**opts) -> None:
     _run_training("h36m", **opts)
 
 
+def _load_for_eval(checkpoint: str, dims: int, device):
+    """``load_model`` of a file, URL or zoo name; a zoo name of the other task is refused before
+    any download, a file of the other task after loading (one line each)."""
+    from models.checkpoint import load_model
+    from models.zoo import lookup
+    command, other = ("rle-eval coco", "rle-eval h36m") if dims == 2 else ("rle-eval h36m", "rle-eval coco")
+    lookup(checkpoint, dims, f"{command} CKPT")
+    model = load_model(checkpoint, device)
+    if model.config.dims != dims:
+        raise click.ClickException(f"{checkpoint}: a {model.config.dims}D model; {command} needs a {dims}D "
+                                   f"checkpoint (use {other} for {model.config.dims}D)")
+    return model
+
+
 def _check_image_cache(image_decode: str, image_cache: str | None) -> None:
     """Restart copies serve region decoding only: refuse ``--image-cache`` with full decoding."""
     if image_cache and image_decode != "reduced":
@@ -138,8 +157,9 @@ def eval_main() -> None:
     pass
 
 
-@eval_main.command("coco", help="COCO keypoint AP (pycocotools) of CKPT on val2017.")
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@eval_main.command("coco", help="COCO keypoint AP (pycocotools) of CKPT (a file, an http(s) URL or a zoo "
+                   "name such as rle-r50-coco) on val2017.")
+@click.argument("checkpoint")
 @click.option("--data-root", required=True, help="COCO folder: annotations/person_keypoints_val2017.json, images/val2017/.")
 @click.option("--boxes", default="gt", show_default=True, help="gt, or a detection-results JSON file.")
 @click.option("--score-threshold", type=float, default=0.0, show_default=True, help="Detection score threshold.")
@@ -158,7 +178,6 @@ def eval_main() -> None:
 @one_line_errors
 def eval_coco(checkpoint, data_root, boxes, score_threshold, flip, out_path, results_path,
               batch_size, workers, device, val_dir, image_decode, image_cache) -> None:
-    from models.checkpoint import load_model
     from trainer.config import DataConfig, TrainConfig
     from trainer.data.dataset import DatasetError
     from trainer.data.coco import build_val_loader
@@ -167,10 +186,7 @@ def eval_coco(checkpoint, data_root, boxes, score_threshold, flip, out_path, res
     from models.files import write_json_atomic
     _check_image_cache(image_decode, image_cache)
     dev = resolve_device(device)
-    model = load_model(checkpoint, dev)
-    if model.config.dims != 2:
-        raise click.ClickException(f"{checkpoint}: a {model.config.dims}D model; rle-eval coco needs a 2D "
-                                   "checkpoint (use rle-eval h36m for 3D)")
+    model = _load_for_eval(checkpoint, 2, dev)
     detected = boxes != "gt"
     if detected and not Path(boxes).is_file():
         raise DatasetError(f"--boxes {boxes}: no such detection-results file (or use --boxes gt)")
@@ -197,8 +213,9 @@ H36M_TEST_FILE = "annotations/Sample_64_test_Human36M_protocol_2.json"
 
 
 @eval_main.command("h36m", help="Human3.6M protocol 2 (S9, S11, every 64th frame, GT boxes): MPJPE and "
-                   "PA-MPJPE in mm per action, of a 3D CKPT (project or official h36m-laplace-rle.pth).")
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+                   "PA-MPJPE in mm per action, of a 3D CKPT (project or official h36m-laplace-rle.pth, a "
+                   "URL, or the zoo name rle-r50-h36m).")
+@click.argument("checkpoint")
 @click.option("--data-root", required=True, help="Folder holding h36m/ (h36m/annotations/Sample_64_test_"
               "Human36M_protocol_2.json, h36m/images/); the h36m folder itself works too.")
 @click.option("--flip/--no-flip", default=True, show_default=True, help="Flip test (u -> -u - 1/W, depth kept).")
@@ -214,7 +231,6 @@ H36M_TEST_FILE = "annotations/Sample_64_test_Human36M_protocol_2.json"
 @one_line_errors
 def eval_h36m(checkpoint, data_root, flip, out_path, batch_size, workers, device, image_decode,
               image_cache) -> None:
-    from models.checkpoint import load_model
     from trainer.config import DataConfig, TrainConfig
     from trainer.data.dataset import DatasetError
     from trainer.data.h36m import build_val_loader
@@ -223,10 +239,7 @@ def eval_h36m(checkpoint, data_root, flip, out_path, batch_size, workers, device
     from models.files import write_json_atomic
     _check_image_cache(image_decode, image_cache)
     dev = resolve_device(device)
-    model = load_model(checkpoint, dev)
-    if model.config.dims != 3:
-        raise click.ClickException(f"{checkpoint}: a {model.config.dims}D model; rle-eval h36m needs a 3D "
-                                   "checkpoint (use rle-eval coco for 2D)")
+    model = _load_for_eval(checkpoint, 3, dev)
     root = Path(data_root)
     if not root.is_dir():
         raise DatasetError(f"--data-root {data_root}: no such folder; give the folder holding h36m/")

@@ -80,11 +80,15 @@ def test_network_errors_are_one_line_and_leave_nothing(tmp_path, monkeypatch):
         files.download_file("http://x/m.task", tmp_path / "m.task")
     message = str(err.value)
     assert "\n" not in message and "URLError" in message and "http://x/m.task" in message
-    assert list(tmp_path.iterdir()) == []
+    assert "save it as " + str(tmp_path / "m.task") in message       # where to put it by hand
+    assert _names(tmp_path) == []
 
 
 def test_default_cache_dir_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("RLE_POSE_CACHE", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert files.default_cache_dir() == tmp_path
     monkeypatch.delenv("RLE_POSE_CACHE")
+    assert files.default_cache_dir() == tmp_path / "xdg" / "rle-pose"
+    monkeypatch.delenv("XDG_CACHE_HOME")
     assert files.default_cache_dir() == files.Path.home() / ".cache" / "rle-pose"

@@ -148,7 +148,7 @@ def test_3d_view_redraws_from_kept_poses_at_the_chosen_angle(tmp_path):
     assert len(person["keypoints_3d"]) == 18 and len(person["keypoints_3d"][0]) == 3
     fig = Handlers(pipe, tmp_path).plot_3d(kept, 0, 20, 30)
     assert (fig.axes[0].elev, fig.axes[0].azim) == (20, 30)
-    redrawn = Handlers.redraw(kept, 0.0, 2.0, pipe.config)   # sliders: no model run
+    redrawn = Handlers(pipe, tmp_path).redraw(kept, 0.0, 2.0)   # sliders: no model run
     assert redrawn.shape == drawn.shape and pipe.frames_processed == 1
 
 
