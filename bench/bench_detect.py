@@ -2,9 +2,9 @@
 
     python bench/bench_detect.py [--threads 2] [--repeats 10] [--task FILE]
 
-The torchvision models run with random weights (speed does not depend on the weights' values, as the
-model's score cut is the app's 0.5, which random scores never pass; no
-download needed), through the same ``TorchvisionDetector`` the app uses (its own resize included).
+The torchvision models run with random weights (no download needed) through the same
+``TorchvisionDetector`` the app uses, its resize and score cut (0.5) included; random scores never
+pass that cut, so the NMS of the few real detections trained weights give is left out (small).
 The frame is a real COCO photo from tests/data/real resized to 640x480. HOG runs at its app
 setting (half size); mediapipe (image mode) only with a ``.task`` (``--task`` or $RLE_POSE_TASK).
 Times: median and best ms per frame over ``--repeats`` calls after one warm-up, detectors

@@ -3,7 +3,7 @@
 Implementations, chosen by name from the plain dict ``DETECTORS`` via ``build_detector``:
 
 * ``torchvision`` a COCO detector from torchvision's zoo, people only (``detect_torchvision.py``;
-  default ``fasterrcnn_mobilenet_v3_large_320_fpn``, weights fetched once into the torch hub cache).
+  default ``ssdlite320_mobilenet_v3_large``, weights fetched once into the torch hub cache).
 * ``mediapipe``   MediaPipe Tasks ``PoseLandmarker``; boxes from its 33 landmarks
   (``detect_mediapipe.py``; needs a ``.task`` bundle).
 * ``hog``         OpenCV's built-in HOG + linear SVM people detector (upright full bodies); offline.

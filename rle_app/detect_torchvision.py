@@ -53,7 +53,7 @@ TORCHVISION_ARCHS = {
         "fasterrcnn_resnet50_fpn_v2", "FasterRCNN_ResNet50_FPN_V2_Weights", False, 46.7),
 }
 # Picked by bench/bench_detect.py (ms per 640x480 frame on 2 CPU cores; table in the README).
-DEFAULT_ARCH = "fasterrcnn_mobilenet_v3_large_320_fpn"
+DEFAULT_ARCH = "ssdlite320_mobilenet_v3_large"
 
 
 def _arch(arch: str) -> TorchvisionArch:
