@@ -2,7 +2,7 @@
 
 Spaces runs ``python rle_app/space.py``. Settings come from the Space's variables, not argv:
 ``RLE_CHECKPOINT`` / ``RLE_CHECKPOINT_3D`` (paths in the repo; default: the demo model in
-assets/), ``RLE_DETECTOR`` (default ``auto``: mediapipe, downloaded once, else full-frame),
+assets/), ``RLE_DETECTOR`` (default ``auto``: torchvision's COCO detector, else mediapipe, else full-frame),
 ``RLE_DEVICE`` (default ``auto``). The server binds to ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT``
 as Spaces set them (0.0.0.0:7860); one webcam stream at a time, each at most ``WEBCAM_TIME_LIMIT_S``.
 Nothing runs at import.
