@@ -1,8 +1,8 @@
 """``rle-app``: parse, load the models, build the Gradio app, launch. Nothing else lives here.
 
     rle-app [--checkpoint NAME|URL|PATH] [--checkpoint-3d NAME|URL|PATH] [--webcam | --video PATH |
-            --image PATH] [--detector auto|mediapipe|hog|full-frame] [--host 127.0.0.1] [--port 7860]
-            [--share] [--device auto] [--offline] [--list-models]
+            --image PATH] [--detector auto|torchvision|mediapipe|hog|full-frame] [--host 127.0.0.1]
+            [--port 7860] [--share] [--device auto] [--offline] [--list-models]
 
 Without ``--checkpoint`` a real model is used (``rle_app.loading.default_checkpoint``: a cached zoo
 model, else the device's default downloaded once); offline, the demo model in ``assets/`` (trained
@@ -58,11 +58,12 @@ def build_app(checkpoint: str | None = None, checkpoint_3d: str | None = None, d
 @click.option("--video", type=click.Path(dir_okay=False), help="Open on the video tab with this video.")
 @click.option("--image", type=click.Path(dir_okay=False), help="Open on the image tab with this image.")
 @click.option("--detector", default="auto", show_default=True,
-              type=click.Choice(["auto", "mediapipe", "hog", "full-frame"]),
-              help="auto: mediapipe when its .task is found or downloadable, else full-frame.")
+              type=click.Choice(["auto", "torchvision", "mediapipe", "hog", "full-frame"]),
+              help="auto: torchvision's COCO person detector when its weights are cached or downloadable, "
+              "else mediapipe when its .task is, else full-frame.")
 @click.option("--detector-model", type=click.Path(dir_okay=False), help="MediaPipe pose_landmarker .task file.")
 @click.option("--download/--no-download", default=True, show_default=True,
-              help="May --detector auto try a one-time download of the mediapipe model.")
+              help="May --detector auto try a one-time download of the detector's weights.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (0.0.0.0 to serve a LAN).")
 @click.option("--port", default=7860, show_default=True, type=int)
 @click.option("--share", is_flag=True, help="Also open a public gradio.live link.")

@@ -4,7 +4,8 @@ Spaces runs ``python rle_app/space.py``. Settings come from the Space's variable
 ``RLE_CHECKPOINT`` / ``RLE_CHECKPOINT_3D`` (a zoo name such as ``rle-r50-coco`` /
 ``rle-r50-h36m``, an http(s) URL, or a path in the repo; default: a cached zoo model, else the
 CPU default downloaded once into the Space's cache, else the demo model in assets/;
-``RLE_POSE_OFFLINE=1`` forces the demo), ``RLE_DETECTOR`` (default ``auto``: mediapipe, downloaded once, else full-frame),
+``RLE_POSE_OFFLINE=1`` forces the demo), ``RLE_DETECTOR`` (default ``auto``: torchvision's COCO
+detector, else mediapipe, else full-frame),
 ``RLE_DEVICE`` (default ``auto``). The server binds to ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT``
 as Spaces set them (0.0.0.0:7860); one webcam stream at a time, each at most ``WEBCAM_TIME_LIMIT_S``.
 Nothing runs at import.

@@ -9,7 +9,7 @@ import pytest
 
 from models import files
 from rle_app import detect
-from rle_app.tracking import BoxTracker, box_iou, nms_xyxy
+from rle_app.tracking import BoxTracker, box_iou, greedy_match, nms_xyxy
 
 POSE_TASK = os.environ.get("RLE_POSE_TASK")
 
@@ -41,7 +41,7 @@ def test_full_frame_box_is_the_image():
 
 
 def test_unknown_detector_name_lists_the_choices():
-    with pytest.raises(ValueError, match="unknown detector 'yolo'; choose one of mediapipe, hog, full-frame"):
+    with pytest.raises(ValueError, match="unknown detector 'yolo'; choose one of torchvision, mediapipe, hog, full-frame"):
         detect.build_detector("yolo")
 
 
@@ -177,15 +177,20 @@ def _real_coco_photos() -> list[tuple[np.ndarray, np.ndarray]]:
 @pytest.mark.parametrize("mode", ["image", "video"])
 def test_mediapipe_finds_the_people_in_real_photos(mode):
     """Each photo gives at least one person, every box found is a real annotated person (IoU > 0.5,
-    the usual match), the lone skier of 000000000785 is found alone, and a grey frame gives nothing."""
+    the usual match), the lone skier of 000000000785 is found alone, and a grey frame gives nothing.
+    Recall with the default num_poses (6) is 4 of the 12 people, as with 2 (measured; README): the
+    landmarker's own person detector, not the cap, is the limit."""
     photos = _real_coco_photos()
     assert [len(people) for _, people in photos] == [1, 2, 4, 5]
-    with detect.build_detector("mediapipe", model_path=POSE_TASK, running_mode=mode, num_poses=6) as det:
+    with detect.build_detector("mediapipe", model_path=POSE_TASK, running_mode=mode) as det:
+        matched = 0
         for t, (image, people) in enumerate(photos):
             dets = det(image, timestamp_ms=1000 * t)
             assert len(dets) >= 1
             best = box_iou(dets.boxes_xyxy, people).max(axis=1)
             assert (best > 0.5).all(), (t, best)
+            matched += len(greedy_match(box_iou(dets.boxes_xyxy, people), 0.5))
             if len(people) == 1:
                 assert len(dets) == 1 and dets.scores[0] > 0.5
         assert len(det(np.full((240, 320, 3), 127, np.uint8), timestamp_ms=10_000)) == 0
+        assert matched >= 4

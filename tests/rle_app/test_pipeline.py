@@ -109,11 +109,13 @@ def test_checkpoint_errors_name_the_option(tmp_path):
 
 def test_auto_detector_falls_back_with_a_notice(tmp_path, monkeypatch):
     monkeypatch.setenv("RLE_POSE_CACHE", str(tmp_path))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))     # no torchvision weights cached
     name, notice = detect.resolve_detector("auto", download=False)
     assert name == "full-frame" and "build_pose_task" in notice and "\n" not in notice
     task = tmp_path / "pose_landmarker_lite.task"
     task.write_bytes(b"x")
-    assert detect.resolve_detector("auto", download=False) == ("mediapipe", "")
+    name, notice = detect.resolve_detector("auto", download=False)
+    assert name == "mediapipe" and notice.startswith("Detector: mediapipe") and "\n" not in notice
 
 
 def test_joints_mm_is_weak_perspective_about_the_root():
