@@ -28,6 +28,7 @@ from typing import Any
 from collections.abc import Iterator
 
 DOWNLOAD_TIMEOUT_S = 20.0
+OFFLINE_ENV = "RLE_POSE_OFFLINE"   # set (not "", "0", "false"): no download, no network probe at all
 CHUNK_BYTES = 1 << 20
 CACHE_ENV = "RLE_POSE_CACHE"
 DRIVE_URL = "https://drive.google.com/uc?id={id}"   # gdown follows Drive's confirmation pages
@@ -187,6 +188,12 @@ def _stream_drive(drive_id: str, out, progress: bool, timeout_s: float, report) 
                    timeout=timeout_s, progress=callback)
 
 
+def downloads_off() -> bool:
+    """True when ``$RLE_POSE_OFFLINE`` is set to anything but "", "0" or "false": the project then
+    makes no network connection (downloads and reachability probes fail at once)."""
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false")
+
+
 def download_file(url: str, dest: str | os.PathLike, sha256: str | None = None, progress: bool = True,
                   timeout_s: float = DOWNLOAD_TIMEOUT_S, drive_id: str | None = None,
                   check=None, report=None) -> Path:
@@ -209,6 +216,9 @@ def download_file(url: str, dest: str | os.PathLike, sha256: str | None = None, 
     with file_lock(dest):
         if dest.is_file():
             return dest
+        if downloads_off():
+            raise DownloadError(f"{shown}: not downloaded, ${OFFLINE_ENV} is set; put the file at {dest} "
+                                f"by hand, or unset {OFFLINE_ENV}")
         try:
             with atomic_path(dest) as tmp:
                 with open(tmp, "wb") as out:

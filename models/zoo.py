@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .files import DownloadError, default_cache_dir, download_file
+from .files import DownloadError, default_cache_dir, download_file, downloads_off
 
 OFFICIAL_REPO = "https://github.com/Jeff-sjtu/res-loglikelihood-regression"
 MMPOSE_V1 = "https://download.openmmlab.com/mmpose/v1/body_2d_keypoint/topdown_regression/coco/"
@@ -24,7 +24,6 @@ MMPOSE_RLE_COCO_MD = ("https://github.com/open-mmlab/mmpose/blob/main/configs/bo
                       "topdown_regression/coco/resnet_rle_coco.md")
 MMPOSE_LICENCE = "Apache-2.0 (mmpose)"
 OPENMMLAB_HASH = re.compile(r"-([0-9a-f]{8})_\d{8}\.pth$")   # name-<sha256[:8]>_<date>.pth
-OFFLINE_ENV = "RLE_POSE_OFFLINE"
 
 
 class ZooError(RuntimeError):
@@ -93,8 +92,8 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in (
 
 
 def offline() -> bool:
-    """True when ``$RLE_POSE_OFFLINE`` is set to anything but "", "0" or "false"."""
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false")
+    """True when ``$RLE_POSE_OFFLINE`` is set to anything but "", "0" or "false" (``files.downloads_off``)."""
+    return downloads_off()
 
 
 def names(dims: int | None = None) -> list[str]:

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from models.files import downloads_off
 from rle_app.detections import Detections, DetectorUnavailable
 from rle_app.tracking import nms_xyxy
 
@@ -102,7 +103,10 @@ def fetch_coco_weights(url: str, download: bool = True) -> Path:
     path = weights_cache_path(url)
     if path.is_file():
         return path
-    unreachable = "downloads are off (--no-download)" if not download else host_reachable(url)
+    if not download or downloads_off():
+        unreachable = "downloads are off (--no-download or $RLE_POSE_OFFLINE)"
+    else:
+        unreachable = host_reachable(url)
     if unreachable:
         raise DetectorUnavailable(f"torchvision: {path} is missing and {unreachable}; {_how(url, path)}")
     try:

@@ -1,6 +1,7 @@
 """Test-wide settings: offline hubs, quiet Gradio, small thread pools, deterministic seeds."""
 import json
 import os
+import socket
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -13,6 +14,36 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(2)
+
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0", ""}
+
+
+@pytest.fixture(autouse=True)
+def _no_external_network(monkeypatch):
+    """Tests reach only this machine (127.0.0.1): a name lookup or connection to any other host
+    fails at once with OSError (as offline) and fails the test, so no test can leak traffic."""
+    attempts = []
+    real_getaddrinfo, real_connect = socket.getaddrinfo, socket.socket.connect
+
+    def getaddrinfo(host, *args, **kwargs):
+        if isinstance(host, bytes):
+            host = host.decode()
+        if host is not None and str(host) not in LOCAL_HOSTS:
+            attempts.append(str(host))
+            raise socket.gaierror(f"tests: no external network ({host})")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    def connect(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and str(address[0]) not in LOCAL_HOSTS:
+            attempts.append(str(address[0]))
+            raise OSError(f"tests: no external network ({address[0]})")
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    yield
+    assert not attempts, f"the test tried to reach {sorted(set(attempts))}"
 
 
 @pytest.fixture(autouse=True)
@@ -110,6 +141,13 @@ class FileServer:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+@pytest.fixture
+def online(monkeypatch):
+    """Downloads allowed for this test ($RLE_POSE_OFFLINE unset): only for tests whose network is a
+    server on 127.0.0.1 or a patched ``urlopen``."""
+    monkeypatch.delenv("RLE_POSE_OFFLINE", raising=False)
 
 
 @pytest.fixture

@@ -58,7 +58,7 @@ class _Response(io.BytesIO):
         self.headers = {"Content-Length": str(len(payload))}
 
 
-def test_download_checks_sha256_and_renames_atomically(tmp_path, monkeypatch):
+def test_download_checks_sha256_and_renames_atomically(tmp_path, monkeypatch, online):
     payload = os.urandom(3 << 20)
     monkeypatch.setattr(files.urllib.request, "urlopen", lambda url, timeout: _Response(payload))
     dest = tmp_path / "cache" / "m.task"
@@ -72,7 +72,7 @@ def test_download_checks_sha256_and_renames_atomically(tmp_path, monkeypatch):
     assert unchecked.read_bytes() == payload                   # sha256=None: kept without a check
 
 
-def test_network_errors_are_one_line_and_leave_nothing(tmp_path, monkeypatch):
+def test_network_errors_are_one_line_and_leave_nothing(tmp_path, monkeypatch, online):
     def no_network(url, timeout):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
     monkeypatch.setattr(files.urllib.request, "urlopen", no_network)
@@ -92,3 +92,13 @@ def test_default_cache_dir_follows_the_environment(tmp_path, monkeypatch):
     assert files.default_cache_dir() == tmp_path / "xdg" / "rle-pose"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert files.default_cache_dir() == files.Path.home() / ".cache" / "rle-pose"
+
+
+def test_offline_env_refuses_downloads_without_any_connection(tmp_path, monkeypatch):
+    monkeypatch.setenv("RLE_POSE_OFFLINE", "1")
+    monkeypatch.setattr(files.urllib.request, "urlopen", lambda *a, **k: pytest.fail("network used"))
+    with pytest.raises(files.DownloadError, match=r"not downloaded, \$RLE_POSE_OFFLINE is set; put the file at"):
+        files.download_file("http://example.invalid/m.pth", tmp_path / "m.pth")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "m.pth").write_bytes(b"cached")             # a cached file is still served
+    assert files.download_file("http://example.invalid/m.pth", tmp_path / "m.pth").read_bytes() == b"cached"

@@ -125,7 +125,7 @@ def test_a_cache_that_cannot_be_written_is_one_line_naming_it_and_the_variable(m
     assert "\n" not in str(err.value)
 
 
-def test_two_processes_fetching_one_file_get_one_complete_file(file_server, tmp_path):
+def test_two_processes_fetching_one_file_get_one_complete_file(file_server, tmp_path, online):
     payload = bytes(range(256)) * 8192                       # 2 MiB
     file_server.files["/big.bin"] = payload
     dest, digest = tmp_path / "cache" / "big.bin", hashlib.sha256(payload).hexdigest()

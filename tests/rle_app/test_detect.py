@@ -79,7 +79,7 @@ def test_mediapipe_missing_model_path_is_one_line():
     assert "\n" not in str(err.value)
 
 
-def test_mediapipe_offline_gives_one_line_error_without_retrying(tmp_path, monkeypatch):
+def test_mediapipe_offline_gives_one_line_error_without_retrying(tmp_path, monkeypatch, online):
     calls = []
 
     def no_network(url, timeout):

@@ -117,7 +117,7 @@ def test_our_build_is_torchvision_pretrained_layout(arch, hub_dir):
     assert torch.equal(a["labels"], b["labels"]) and torch.allclose(a["boxes"], b["boxes"])
 
 
-def test_download_is_hash_checked_into_the_hub_cache_then_used_offline(hub_dir, http_dir):
+def test_download_is_hash_checked_into_the_hub_cache_then_used_offline(hub_dir, http_dir, online):
     folder, base = http_dir
     torch.manual_seed(0)
     weights = tv.build_architecture("ssdlite320_mobilenet_v3_large").state_dict()
@@ -143,7 +143,7 @@ def test_download_is_hash_checked_into_the_hub_cache_then_used_offline(hub_dir, 
     assert all(torch.equal(offline.load().state_dict()[k], v) for k, v in weights.items())
 
 
-def test_offline_without_the_file_is_one_line_naming_url_and_cache_path(hub_dir):
+def test_offline_without_the_file_is_one_line_naming_url_and_cache_path(hub_dir, online):
     url = f"http://127.0.0.1:{free_port()}/models/ssdlite-a79551df.pth"
     for download in (True, False):
         det = tv.TorchvisionDetector("ssdlite320_mobilenet_v3_large", weights_url=url, download=download)
@@ -158,11 +158,12 @@ def test_offline_without_the_file_is_one_line_naming_url_and_cache_path(hub_dir)
 
 
 def test_auto_prefers_torchvision_then_mediapipe_then_full_frame(hub_dir, tmp_path, monkeypatch):
+    """$RLE_POSE_OFFLINE is set (tests/conftest.py): neither weight file may be fetched, so no network."""
     monkeypatch.setenv("RLE_POSE_CACHE", str(tmp_path / "rle"))
-    monkeypatch.setattr(tv, "host_reachable", lambda url, timeout_s=0: "download.pytorch.org:443 unreachable (OSError)")
+    monkeypatch.setattr(tv.socket, "create_connection", lambda *a, **k: pytest.fail("network probed"))
     name, notice = detect.resolve_detector("auto", download=True)
     assert name == "full-frame" and "\n" not in notice
-    assert "download.pytorch.org:443 unreachable" in notice and tv.weights_url(tv.DEFAULT_ARCH) in notice
+    assert "RLE_POSE_OFFLINE" in notice and tv.weights_url(tv.DEFAULT_ARCH) in notice
 
     (tmp_path / "rle").mkdir(exist_ok=True)
     (tmp_path / "rle" / "pose_landmarker_lite.task").write_bytes(b"x")

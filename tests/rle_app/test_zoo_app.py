@@ -62,7 +62,9 @@ def test_names_for_checkpoint_and_checkpoint_3d_download_once_and_load(serve_zoo
     assert sorted(file_server.hits.values()) == [1, 1]
 
 
-def test_wrong_task_and_unknown_names_are_one_line_cli_errors(zoo_cache):
+def test_wrong_task_and_unknown_names_are_one_line_cli_errors(tmp_path, monkeypatch):
+    zoo_cache = tmp_path / "cache"                     # downloads stay off ($RLE_POSE_OFFLINE)
+    monkeypatch.setenv("RLE_POSE_CACHE", str(zoo_cache))
     for args, text in ((["--checkpoint", "rle-r50-h36m"], "a 3D model (h36m-3d); this needs a 2D one"),
                        (["--checkpoint-3d", "rle-r50-coco"], "a 2D model (coco-2d); this needs a 3D one"),
                        (["--checkpoint", "rle-r9-coco"], "known: rle-r50-coco, rle-r50-h36m")):
