@@ -69,7 +69,7 @@ def mmpose_crop_from_boxes(boxes_xyxy: np.ndarray, input_hw: tuple[int, int], fa
     in float32 -> centre and size x ``factor`` -> aspect fixed to W/H, then three float32 points
     (centre, centre - (0, w/2), their perpendicular) and their crop images go through
     ``cv2.getAffineTransform``. The same similarity as ``crop_from_image`` up to ~1e-5 in the
-    matrix, which moves single grey levels in ~0.05% of crop pixels: enough to be seen by a
+    matrix, which moves single grey levels in up to ~0.1% of crop pixels: enough to be seen by a
     network, so mmpose checkpoints get mmpose's matrix exactly.
     """
     boxes = np.asarray(boxes_xyxy, np.float32).reshape(-1, 4)
