@@ -147,6 +147,15 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> P
     return model.to(device).eval()
 
 
+def config_and_state(obj: dict, file_name: str) -> tuple[PoseModelConfig, dict]:
+    """Config and state dict under this project's key names of a checkpoint dict (from
+    ``read_checkpoint``): a project file's own, or an official / mmpose file converted key by key
+    (what ``load_model`` builds and loads; ``--init-from`` takes the backbone from it)."""
+    if obj.get("format") == FORMAT:
+        return PoseModelConfig.from_dict(obj["config"]), obj["model"]
+    return foreign_config_and_state(_unwrap_state_dict(obj), file_name)
+
+
 def _unwrap_state_dict(obj: dict) -> dict:
     for key in ("state_dict", "model"):
         if isinstance(obj.get(key), dict):

@@ -15,6 +15,8 @@ OFFICIAL_STD_3D_RGB = (0.225, 0.224, 0.229)  # official 3D model only; 2D divide
 HEADS = ("rle", "heatmap")                   # architectures: the keys of models.build.MODEL_CLASSES
 # RLE head layouts: the keys of models.head.RLE_HEADS (a checkpoint family's convention)
 HEAD_LAYOUTS = ("official", "mmpose")
+# box -> crop map conventions: the keys of models.geometry.CROP_MAPS
+WARPS = ("official", "mmpose")
 # mmpose's data preprocessor: ImageNet mean/std on 0-255 RGB, here divided by 255 (same values)
 IMAGENET_MEAN_RGB = (123.675 / 255, 116.28 / 255, 103.53 / 255)
 IMAGENET_STD_RGB = (58.395 / 255, 57.12 / 255, 57.375 / 255)
@@ -49,6 +51,11 @@ class PoseModelConfig:
             shifts them by -0.5, so its output, the loss, the flip test (mmpose's
             ``x' = 1 - x - 1/W`` is the official ``u' = -u - 1/W``) and the score (1 - mean sigma)
             are the same as the official ones downstream.
+        warp: how the Predictor turns a box into the crop's affine map. ``"official"``: this
+            project's float64 similarity; ``"mmpose"``: mmpose's float32 three-point
+            ``cv2.getAffineTransform`` (the same map up to ~1e-5, but the very crop mmpose's
+            inference gives its checkpoints; ``models.geometry.mmpose_crop_from_boxes``).
+            Training crops (augmented) always use the official map.
     """
 
     backbone: str = "resnet50"
@@ -68,6 +75,7 @@ class PoseModelConfig:
     source: str = "rle-pose"
     head: str = "rle"
     head_layout: str = "official"
+    warp: str = "official"
 
     def __post_init__(self) -> None:
         # Normalise list-typed values (from JSON/YAML/checkpoints) to tuples, then check.
@@ -98,6 +106,8 @@ class PoseModelConfig:
                 self.head_layout == "mmpose" and (self.dims != 2 or self.head != "rle")):
             raise ValueError(f"head_layout must be one of {', '.join(HEAD_LAYOUTS)} (mmpose: 2D rle only), "
                              f"got '{self.head_layout}' with dims {self.dims}")
+        if self.warp not in WARPS:
+            raise ValueError(f"warp must be one of {', '.join(WARPS)}, got '{self.warp}'")
         if not 0 <= self.root_index < k:
             raise ValueError(f"root_index {self.root_index} outside 0..{k - 1}")
 
@@ -130,9 +140,10 @@ def coco_config(backbone: str = "resnet50", **changes) -> PoseModelConfig:
 
 def mmpose_config(backbone: str = "resnet50", **changes) -> PoseModelConfig:
     """mmpose's 2D RLE models (``td-reg_*_rle-*_coco-256x192``): COCO-17, 256x192, mmpose's head
-    layout, ImageNet mean/std, box x1.25 with the aspect fixed to W/H (the same crop as
-    ``coco_config``: mmpose's ``get_warp_matrix`` is this project's similarity, not UDP)."""
-    base = dict(mean_rgb=IMAGENET_MEAN_RGB, std_rgb=IMAGENET_STD_RGB, head_layout="mmpose")
+    layout, ImageNet mean/std, box x1.25 with the aspect fixed to W/H, and mmpose's crop map
+    (``warp="mmpose"``: its ``get_warp_matrix``, this project's similarity computed in float32,
+    not UDP)."""
+    base = dict(mean_rgb=IMAGENET_MEAN_RGB, std_rgb=IMAGENET_STD_RGB, head_layout="mmpose", warp="mmpose")
     base.update(changes)
     return PoseModelConfig(backbone=backbone, **base)
 

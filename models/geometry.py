@@ -9,7 +9,9 @@ A box becomes a centre and a (width, height) at the model's aspect ratio, enlarg
 factor; with a rotation this defines the similarity ``crop_from_image`` (2x3), the same map the
 official code builds from three points with ``cv2.getAffineTransform``. The crop is one bilinear
 ``cv2.warpAffine`` (``warp_crops``, also from a reduced, partial decode). Sigma maps to image-pixel
-covariances through the inverse affine.
+covariances through the inverse affine. ``crop_maps_for_boxes`` picks the box -> map convention
+by name (``PoseModelConfig.warp``): "official" (the above, float64) or "mmpose" (mmpose's own
+float32 computation, so that its checkpoints see the very crops mmpose's inference gives them).
 
 Cameras (the Human3.6M pinhole model): ``*_world`` mm, ``*_cam`` mm with
 ``X_cam = R @ (X_world - t)``, pixels ``x = X/Z * f_x + c_x``; ``pixel_depth_to_camera`` inverts
@@ -58,6 +60,53 @@ def crop_from_image(center_px: np.ndarray, size_px: np.ndarray, rot_deg: np.ndar
     mat[:, 0, 2] = out_w * 0.5 - (cos * center[:, 0] + sin * center[:, 1])
     mat[:, 1, 2] = out_h * 0.5 - (cos * center[:, 1] - sin * center[:, 0])
     return mat
+
+
+def mmpose_crop_from_boxes(boxes_xyxy: np.ndarray, input_hw: tuple[int, int], factor: float) -> np.ndarray:
+    """Maps (N, 2, 3) image px -> crop px for boxes (N, 4) xyxy px, computed as mmpose 1.x does.
+
+    mmpose (``bbox_xyxy2cs``, ``TopdownAffine._fix_aspect_ratio``, ``get_warp_matrix``): the box
+    in float32 -> centre and size x ``factor`` -> aspect fixed to W/H, then three float32 points
+    (centre, centre - (0, w/2), their perpendicular) and their crop images go through
+    ``cv2.getAffineTransform``. The same similarity as ``crop_from_image`` up to ~1e-5 in the
+    matrix, which moves single grey levels in up to ~0.1% of crop pixels: enough to be seen by a
+    network, so mmpose checkpoints get mmpose's matrix exactly.
+    """
+    boxes = np.asarray(boxes_xyxy, np.float32).reshape(-1, 4)
+    out_h, out_w = input_hw
+    aspect = out_w / out_h
+    mats = np.empty((len(boxes), 2, 3), np.float64)
+    for i, box in enumerate(boxes):
+        w, h = (box[2:] - box[:2]) * np.float32(factor)
+        center = (box[2:] + box[:2]) * np.float32(0.5)
+        src_w = w if w > h * np.float32(aspect) else h * np.float32(aspect)
+        src = np.zeros((3, 2), np.float32)
+        dst = np.zeros((3, 2), np.float32)
+        src[0], src[1] = center, center + np.array([0.0, src_w * -0.5])
+        dst[0], dst[1] = (out_w * 0.5, out_h * 0.5), (out_w * 0.5, out_h * 0.5 - out_w * 0.5)
+        for pts in (src, dst):   # the third point: the first one turned 90 degrees about the second
+            d = pts[0] - pts[1]
+            pts[2] = pts[1] + np.array([-d[1], d[0]], np.float32)
+        mats[i] = cv2.getAffineTransform(src, dst)
+    return mats
+
+
+def official_crop_from_boxes(boxes_xyxy: np.ndarray, input_hw: tuple[int, int], factor: float) -> np.ndarray:
+    """Maps (N, 2, 3) image px -> crop px for boxes (N, 4): ``boxes_to_center_scale`` at the crop's
+    aspect, then ``crop_from_image`` without rotation (float64; the official code's crop)."""
+    out_h, out_w = input_hw
+    center, size = boxes_to_center_scale(boxes_xyxy, out_w / out_h, factor)
+    return crop_from_image(center, size, 0.0, input_hw)
+
+
+# PoseModelConfig.warp -> boxes -> crop_from_image maps (its keys are models.config.WARPS)
+CROP_MAPS = {"official": official_crop_from_boxes, "mmpose": mmpose_crop_from_boxes}
+
+
+def crop_maps_for_boxes(boxes_xyxy: np.ndarray, input_hw: tuple[int, int], factor: float,
+                        warp: str = "official") -> np.ndarray:
+    """``crop_from_image`` maps (N, 2, 3) for boxes (N, 4) xyxy px by the ``warp`` convention."""
+    return CROP_MAPS[warp](boxes_xyxy, input_hw, factor)
 
 
 def invert_affine(mat: np.ndarray) -> np.ndarray:

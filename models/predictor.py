@@ -48,10 +48,9 @@ class PosePrediction:
 
 
 def crops_for_boxes(image_rgb: np.ndarray, boxes_xyxy: np.ndarray, config) -> tuple[np.ndarray, np.ndarray]:
-    """Crops (N, H, W, 3) uint8 and their ``crop_from_image`` maps (N, 2, 3) for boxes (N, 4) px."""
-    out_h, out_w = config.input_hw
-    center, size = geometry.boxes_to_center_scale(boxes_xyxy, out_w / out_h, config.box_factor)
-    mats = geometry.crop_from_image(center, size, 0.0, config.input_hw)
+    """Crops (N, H, W, 3) uint8 and their ``crop_from_image`` maps (N, 2, 3) for boxes (N, 4) px,
+    the maps by the config's ``warp`` convention (official, or mmpose's for its checkpoints)."""
+    mats = geometry.crop_maps_for_boxes(boxes_xyxy, config.input_hw, config.box_factor, config.warp)
     return geometry.warp_crops(image_rgb, mats, config.input_hw), mats
 
 

@@ -12,6 +12,7 @@ os.environ["RLE_POSE_OFFLINE"] = "1"      # the app never tries the network; zoo
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 torch.set_num_threads(2)
 
@@ -201,3 +202,53 @@ def serve_zoo(file_server, zoo_cache, monkeypatch):
         monkeypatch.setitem(zoo.ZOO, name, new)
         return new
     return serve
+
+
+# ---- mmpose's MobileNetV2 (mmpose/models/backbones/mobilenet_v2.py, widen_factor 1.0), with its
+# module names: the reference for mmpose checkpoints (tests/models/test_mmpose.py, tests/trainer) ----
+class ConvModule(nn.Sequential):
+    def __init__(self, cin, cout, k, stride=1, groups=1, act=True):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+        if act:
+            self.act = nn.ReLU6()
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin, cout, stride, ratio):
+        super().__init__()
+        hidden = cin * ratio
+        layers = [ConvModule(cin, hidden, 1)] if ratio != 1 else []
+        layers += [ConvModule(hidden, hidden, 3, stride, groups=hidden), ConvModule(hidden, cout, 1, act=False)]
+        self.conv = nn.Sequential(*layers)
+        self.res = stride == 1 and cin == cout
+
+    def forward(self, x):
+        return x + self.conv(x) if self.res else self.conv(x)
+
+
+class MMPoseMobileNetV2(nn.Module):
+    ARCH = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]]
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = ConvModule(3, 32, 3, 2)
+        cin = 32
+        for i, (ratio, cout, blocks, stride) in enumerate(self.ARCH):
+            self.add_module(f"layer{i + 1}", nn.Sequential(*[
+                InvertedResidual(cin if j == 0 else cout, cout, stride if j == 0 else 1, ratio) for j in range(blocks)]))
+            cin = cout
+        self.conv2 = ConvModule(320, 1280, 1)
+
+    def forward(self, x):
+        x = self.conv1(x)
+        for i in range(7):
+            x = getattr(self, f"layer{i + 1}")(x)
+        return self.conv2(x)
+
+
+@pytest.fixture(scope="session")
+def mmpose_mobilenetv2():
+    """``MMPoseMobileNetV2`` above (mmpose's parameter names: conv1.conv, layer1.0.conv.0.conv ...)."""
+    return MMPoseMobileNetV2

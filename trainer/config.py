@@ -21,6 +21,7 @@ from typing import Any, Literal
 import yaml
 
 from models.config import PoseModelConfig, coco_config, h36m_config
+from trainer.init_from import checkpoint_conventions, with_conventions
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 MODEL_BASES = {"coco": coco_config, "h36m": h36m_config}   # data.dataset -> model defaults
@@ -302,7 +303,9 @@ def _build(flat: dict[str, tuple[Any, str]]) -> TrainConfig:
 
 def _model_section(flat: dict[str, tuple[Any, str]], dataset: str) -> PoseModelConfig:
     """The ``model.*`` keys on the dataset's base config, with ``head`` set from ``loss``
-    (``model_head_for_loss``); a ``model.head`` given in a layer must agree with it."""
+    (``model_head_for_loss``); a ``model.head`` given in a layer must agree with it. An
+    ``init_from`` checkpoint's conventions (``trainer.init_from.CONVENTIONS``) fill the model
+    fields no layer sets."""
     loss, loss_source = flat.get("loss", (TrainConfig.loss, "default"))
     loss = _convert(loss, typing.get_type_hints(TrainConfig)["loss"], f"{loss_source}: loss")
     model_base = MODEL_BASES[dataset]()
@@ -312,9 +315,14 @@ def _model_section(flat: dict[str, tuple[Any, str]], dataset: str) -> PoseModelC
         raise ConfigError(f"model.head '{model.head}' ({flat['model.head'][1]}) contradicts loss "
                           f"'{loss}' ({loss_source}); drop model.head: the loss (--loss) picks the model")
     try:
-        return model.replace(head=head)
+        model = model.replace(head=head)
     except ValueError as err:
         raise ConfigError(f"loss '{loss}' ({loss_source}) trains model.head '{head}': {err}") from None
+    init_from = flat.get("init_from", (None, ""))[0]   # its conventions, under what the user set
+    if isinstance(init_from, str) and Path(init_from).is_file():
+        given = {k[len("model."):] for k in flat if k.startswith("model.")}
+        model = with_conventions(model, checkpoint_conventions(init_from), given)
+    return model
 
 
 def list_presets() -> list[str]:
