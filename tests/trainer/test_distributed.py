@@ -234,7 +234,7 @@ def test_two_nodes_on_one_host_rendezvous_train_and_match_one_node(two_process_r
         out.mkdir()
         (out / "run.py").write_text(SCRIPT)
         launcher = ["--nnodes", "2", "--node-rank", str(node), "--nproc-per-node", "1", "--rdzv-backend", "c10d",
-                    "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "i14", "--local-addr", "127.0.0.1"]
+                    "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "i14"]
         cmd = [sys.executable, "-m", "torch.distributed.run", *launcher, str(out / "run.py"), str(out),
                str(tmp_path / "run"), json.dumps(_args(root, tmp_path / "run"))]
         nodes.append(subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
