@@ -26,8 +26,7 @@ from models.build import PoseModel
 # is 30 min); long enough for rank 0's checkpoint writes and COCO scoring while the others wait.
 DIST_TIMEOUT = timedelta(minutes=15)
 # Words of gloo / NCCL / c10d errors raised when another process of the run has gone away.
-PEER_LOST_WORDS = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "gloo", "NCCL",
-                   "timed out", "Timed out")
+PEER_LOST_WORDS = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "gloo", "NCCL")
 
 
 class NonFiniteLossError(RuntimeError):
