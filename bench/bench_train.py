@@ -1,16 +1,19 @@
 """Training-step throughput (img/s): one optimiser step = forward, RLE loss, backward, Adam.
 
     python bench/bench_train.py [--backbone resnet18] [--batch 16] [--steps 5] [--threads 2]
+                                [--device all|cpu|cuda] [--json ROWS.json]
 
-CPU: fp32, channels_last off (the reference recipe's precision). CUDA, when a GPU exists: bf16
-autocast + channels_last (the loss in fp32, as the trainer), eager and ``torch.compile``, with
-the peak memory from ``torch.cuda.max_memory_allocated``; on a machine without CUDA those rows
-say "skipped: no CUDA". Input 256x192 (H x W), random uint8 crops, 17 joints. The time is the
-median step after warm-up steps (compile's warm-up includes the compilation).
+CPU: fp32, channels_last off (the reference recipe's precision). CUDA, when a GPU exists: fp32
+(the reference) and bf16 autocast + channels_last (the loss in fp32, as the trainer), each eager
+and with ``torch.compile``, with the peak memory from ``torch.cuda.max_memory_allocated``; on a
+machine without CUDA those rows say "skipped: no CUDA". Input 256x192 (H x W), random uint8
+crops, 17 joints. The time is the median step after warm-up steps (compile's warm-up includes
+the compilation). ``--json`` also writes the rows (bench/gpu_check.sh prints them in its table).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
@@ -71,21 +74,33 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", choices=["all", "cpu", "cuda"], default="all", help="Which rows to run.")
+    parser.add_argument("--json", help="Also write the rows to this JSON file.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    variants = [("cpu", "fp32", False, False), ("cuda", "bf16 + channels_last", True, False),
-                ("cuda", "bf16 + channels_last + compile", True, True)]
+    variants = [("cpu", "fp32", False, False), ("cuda", "fp32", False, False), ("cuda", "fp32 + compile", False, True),
+                ("cuda", "bf16 + channels_last", True, False), ("cuda", "bf16 + channels_last + compile", True, True)]
+    variants = [v for v in variants if args.device in ("all", v[0])]
+    rows = []
     print(f"training step, {args.backbone}, 256x192, batch {args.batch}, median of {args.steps} steps")
     print(f"{'device':<7}| {'variant':<32}| {'img/s':>8} | {'peak GiB':>8}")
     print(f"{'-' * 7}|{'-' * 33}|{'-' * 10}|{'-' * 9}")
     for device, name, amp, compile_model in variants:
         if device == "cuda" and not torch.cuda.is_available():
             print(f"{device:<7}| {name:<32}| skipped: no CUDA")
+            rows.append({"device": device, "variant": name, "skipped": "no CUDA"})
             continue
         rate, peak = measure(args.backbone, args.batch, args.steps, device, amp, amp, compile_model)
         print(f"{device:<7}| {name:<32}| {rate:8.1f} | {peak if peak is not None else '-':>8}"
               if peak is None else f"{device:<7}| {name:<32}| {rate:8.1f} | {peak:8.2f}")
-    print(f"torch {torch.__version__}, {args.threads} CPU threads, load avg {os.getloadavg()[0]:.1f}")
+        rows.append({"device": device, "variant": name, "img_s": rate, "peak_gib": peak})
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA"
+    print(f"torch {torch.__version__}, {gpu}, {args.threads} CPU threads, load avg {os.getloadavg()[0]:.1f}")
+    if args.json:
+        tmp = f"{args.json}.tmp"
+        with open(tmp, "w") as handle:
+            json.dump({"backbone": args.backbone, "batch": args.batch, "steps": args.steps, "rows": rows}, handle)
+        os.replace(tmp, args.json)
 
 
 if __name__ == "__main__":

@@ -19,12 +19,17 @@ def one_line_errors(fn):
         from models.checkpoint import CheckpointError
         from trainer.config import ConfigError
         from trainer.data.dataset import DatasetError
-        from trainer.engine import NonFiniteLossError
         from models.zoo import ZooError
+        from trainer.engine import NonFiniteLossError, peer_lost_message
         try:
             return fn(*args, **kwargs)
         except (ConfigError, DatasetError, CheckpointError, BackboneError, NonFiniteLossError, ZooError) as err:
             raise click.ClickException(str(err)) from None
+        except RuntimeError as err:   # under torchrun: a peer died or hung -> one line, not a traceback
+            message = peer_lost_message(err)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
     return wrapper
 
 

@@ -12,6 +12,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -21,8 +22,28 @@ from tqdm import tqdm
 from models.build import PoseModel
 
 
+# A collective waiting longer than this for a peer raises instead of waiting on (gloo's default
+# is 30 min); long enough for rank 0's checkpoint writes and COCO scoring while the others wait.
+DIST_TIMEOUT = timedelta(minutes=15)
+# Words of gloo / NCCL / c10d errors raised when another process of the run has gone away.
+PEER_LOST_WORDS = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "gloo", "NCCL")
+
+
 class NonFiniteLossError(RuntimeError):
     """Raised when the loss becomes NaN/inf; the message names the epoch and step."""
+
+
+def peer_lost_message(err: BaseException) -> str | None:
+    """One line for a collective that failed because another process of a torchrun run died or
+    hung (``err`` raised under an initialised process group), else None (keep the traceback)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if not (isinstance(err, dist.DistError) or any(word in text for word in PEER_LOST_WORDS)):
+        return None
+    reason = text.split("] ", 1)[-1].split(". ", 1)[0][:160]
+    return (f"rank {dist.get_rank()}: another process of the run stopped or hung ({reason}); torchrun's "
+            "summary names the rank that failed first; fix it and relaunch with --resume auto")
 
 
 @dataclass
@@ -59,7 +80,7 @@ def setup_runtime(device_name: str, amp: str, channels_last: bool) -> Runtime:
         if device.type == "cuda":
             device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=DIST_TIMEOUT)
     use_bf16 = amp == "bf16" or (amp == "auto" and device.type == "cuda")
     return Runtime(device, rank, world_size, torch.bfloat16 if use_bf16 else None,
                    channels_last and device.type == "cuda")
