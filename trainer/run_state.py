@@ -66,7 +66,10 @@ def save_training_checkpoint(run_dir: Path, model: PoseModel, optimizer, schedul
     try:
         save_checkpoint(last, model, **extra)
     except (OSError, RuntimeError) as err:
-        raise _disk_error(err, last, _tensor_bytes([model.state_dict(), extra])) or err
+        full = _disk_error(err, last, _tensor_bytes([model.state_dict(), extra]))
+        if full is None:
+            raise
+        raise full from None
     link_epoch_files(run_dir, epoch, best_epoch, train_config.get("save_every_epochs", 0))
     return last
 
