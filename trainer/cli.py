@@ -99,16 +99,18 @@ def _run_training(dataset: str, **opts) -> None:
 
 
 def ensure_synthetic(dataset: str, root: Path) -> None:
-    """Write the generated data set to ``root`` unless it is already there (COCO: the COCO
-    layout in ``root``; h36m: ``root/h36m`` and ``root/mpii``, the seed README's layout)."""
+    """Write the generated data set to ``root`` unless it is already there, whole (COCO: the
+    COCO layout in ``root``; h36m: ``root/h36m`` and ``root/mpii``, the seed README's layout):
+    each part appears complete or not at all (``trainer/data/synthetic/complete.py``)."""
     from trainer.data import synthetic
+    from trainer.data.synthetic.complete import is_complete, write_generated
     spec = synthetic.SyntheticSpec(num_train=256, num_val=64)
     parts = {"coco": [(root, synthetic.write_coco)],
              "h36m": [(root / "h36m", synthetic.write_h36m), (root / "mpii", synthetic.write_mpii)]}[dataset]
     for folder, writer in parts:
-        if not (folder / "annotations").is_dir():
+        if not is_complete(folder, writer):
             click.echo(f"writing generated {dataset} data to {folder} ...")
-            writer(folder, spec)
+            write_generated(folder, writer, spec)
 
 
 @train_main.command("coco", help="Train the 2D model on COCO-format keypoints.")
