@@ -93,3 +93,15 @@ def test_an_image_cache_in_the_image_folder_is_refused(ckpt, data_root, tmp_path
     result = CliRunner().invoke(train_main, ["coco", "--data-root", str(data_root), "--out", str(tmp_path / "r"),
                                              "--image-cache", str(data_root / "images" / "train2017")])
     _last_line_error(result, "inside the image folder")
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:7", "tpu:x"])
+def test_an_unavailable_device_is_one_line_in_train_and_eval(ckpt, data_root, tmp_path, monkeypatch, device):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)   # as on a machine without a GPU
+    result = CliRunner().invoke(eval_main, ["coco", str(ckpt), "--data-root", str(data_root), "--device", device])
+    _last_line_error(result, f"--device {device}: ")
+    assert len(result.output.strip().splitlines()) == 1
+    result = CliRunner().invoke(train_main, ["coco", "--synthetic", "--data-root", str(data_root),
+                                             "--out", str(tmp_path / "r"), "--device", device])
+    _last_line_error(result, f"--device {device}: ")
