@@ -21,6 +21,7 @@ import torch
 from . import mmpose
 from .build import PoseModel, build_model
 from .config import PoseModelConfig, coco_config, h36m_config, mmpose_config
+from .file_kinds import is_safetensors, load_failure, read_safetensors, short_line
 from .files import atomic_path
 from .skeleton import COCO17
 
@@ -39,11 +40,6 @@ OFFICIAL_PREFIXES = (
 # layer3 block count -> depth; ResNets with Bottleneck blocks have conv3 in every block
 RESNET_BY_BLOCKS = {(2, False): "resnet18", (6, False): "resnet34", (6, True): "resnet50",
                     (23, True): "resnet101", (36, True): "resnet152"}
-
-
-# globals torch's weights-only loader accepts in legacy files (beside torch.*): not named as foreign
-LEGACY_ALLOWED = {"collections.OrderedDict", "builtins.set", "builtins.frozenset", "builtins.bytearray",
-                  "builtins.slice", "builtins.complex", "__builtin__.set"}
 
 
 class CheckpointError(RuntimeError):
@@ -113,92 +109,18 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    if _is_safetensors(path):
-        return _read_safetensors(path)
+    if is_safetensors(path):
+        return read_safetensors(path, CheckpointError)
     try:
         with torch.serialization.safe_globals(_allowed_globals(path)):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except CheckpointError:
         raise
     except Exception as exc:  # torch raises many types for foreign files
-        raise CheckpointError(f"{path}: {_load_failure(path, exc)}") from None
+        raise CheckpointError(f"{path}: {load_failure(path, exc, _numpy_global)}") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
     return obj
-
-
-def _is_safetensors(path: Path) -> bool:
-    """A safetensors file: 8-byte little-endian header length, then a JSON header ('{')."""
-    with open(path, "rb") as f:
-        head = f.read(9)
-    return len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") < path.stat().st_size
-
-
-def _read_safetensors(path: Path) -> dict:
-    try:
-        from safetensors.torch import load_file
-        return load_file(str(path), device="cpu")
-    except ImportError:
-        raise CheckpointError(f"{path}: a safetensors file; pip install safetensors to load it") from None
-    except Exception as exc:  # a damaged header or data
-        raise CheckpointError(f"{path}: a safetensors file that does not load ({_short(str(exc))})") from None
-
-
-def _load_failure(path: Path, exc: Exception) -> str:
-    """Why ``torch.load`` refused ``path``, in words: the foreign pickled global it holds (legacy
-    non-zip files, which ``_allowed_globals`` cannot list), a text file, or torch's reason."""
-    foreign = [name for name in _legacy_pickle_globals(path) if _numpy_global(name) is None
-               and not name.startswith("torch.") and name not in LEGACY_ALLOWED]
-    if foreign:
-        return (f"holds a pickled '{foreign[0]}', which is not loaded (only tensors, plain data and numpy "
-                "arrays are); if you trust the file, re-save its state dict alone with torch.load(f, "
-                "weights_only=False) and torch.save")
-    with open(path, "rb") as f:
-        head = f.read(256)
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    if text is not None and "\0" not in text:
-        return f"a text file, not a checkpoint (it starts {_short(text.strip(), 40)!r})"
-    message = str(exc)
-    if "WeightsUnpickler error:" in message:   # torch's long weights-only preamble: keep its reason
-        message = message.split("WeightsUnpickler error:", 1)[1]
-    return f"not a PyTorch checkpoint that loads safely ({_short(message) or type(exc).__name__})"
-
-
-def _short(text: str, limit: int = 120) -> str:
-    """The first non-empty line of ``text``, cut at a word boundary to ``limit`` characters."""
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    if len(line) <= limit:
-        return line
-    return line[:limit].rsplit(" ", 1)[0] + " ..."
-
-
-def _legacy_pickle_globals(path: Path) -> list[str]:
-    """'module.name' of each global a non-zip (legacy) torch/pickle file references, read with
-    ``pickletools`` (nothing is executed); [] for zip files or unparsable data."""
-    import io
-    import pickletools
-    import zipfile
-    if zipfile.is_zipfile(path):
-        return []
-    names: list[str] = []
-    with open(path, "rb") as f:
-        stream = io.BytesIO(f.read(1 << 24))
-    strings: list[str] = []
-    try:
-        while stream.tell() < len(stream.getbuffer()) and len(names) < 50:
-            for op, arg, _ in pickletools.genops(stream):
-                if op.name == "GLOBAL":
-                    names.append(str(arg).replace(" ", "."))
-                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                    names.append(f"{strings[-2]}.{strings[-1]}")
-                elif isinstance(arg, str):
-                    strings.append(arg)
-    except Exception:  # not (or no longer) a pickle stream: what was read is enough
-        pass
-    return names
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> PoseModel:
@@ -230,7 +152,7 @@ def _project_config_and_state(obj: dict, path) -> tuple[PoseModelConfig, dict]:
         config = PoseModelConfig.from_dict(obj["config"])
     except (ValueError, TypeError, KeyError) as exc:
         newer = f"; written by a newer rle-pose (format version {version})?" if version != FORMAT_VERSION else ""
-        raise CheckpointError(f"{path}: its model config does not load ({_short(str(exc))}){newer}") from None
+        raise CheckpointError(f"{path}: its model config does not load ({short_line(str(exc))}){newer}") from None
     state = obj.get("model")
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise CheckpointError(f"{path}: 'model' is not a state dict (name -> tensor)")

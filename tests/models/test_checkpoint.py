@@ -181,7 +181,7 @@ def test_a_legacy_pickle_names_its_blocked_global_and_runs_nothing(tmp_path, cap
 
 
 def test_a_cut_error_message_ends_on_a_word():
-    from models.checkpoint import _short
+    from models.file_kinds import short_line as _short
     assert _short("\n  first line here\nsecond", 12) == "first line ..."
     assert _short("Weights only load failed because of reasons", 30) == "Weights only load failed ..."
     assert _short("short", 30) == "short"
