@@ -21,6 +21,7 @@ import torch
 from . import mmpose
 from .build import PoseModel, build_model
 from .config import PoseModelConfig, coco_config, h36m_config, mmpose_config
+from .file_kinds import is_safetensors, load_failure, read_safetensors, short_line
 from .files import atomic_path
 from .skeleton import COCO17
 from .zoo import ZooError, resolve_checkpoint
@@ -104,18 +105,20 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     """The raw dict of a checkpoint file, with one-line errors for missing or foreign files.
 
     Weights-only: numpy arrays/scalars/dtypes are the only objects allowed beyond torch's own
-    (mmpose's ``meta`` holds them); any other pickled object refuses the file unexecuted."""
+    (mmpose's ``meta`` holds them); any other pickled object refuses the file unexecuted. A
+    safetensors file (whatever its name) is read as the state dict it holds."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if is_safetensors(path):
+        return read_safetensors(path, CheckpointError)
     try:
         with torch.serialization.safe_globals(_allowed_globals(path)):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except CheckpointError:
         raise
     except Exception as exc:  # torch raises many types for foreign files
-        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint that loads safely ({first})") from None
+        raise CheckpointError(f"{path}: {load_failure(path, exc, _numpy_global)}") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
     return obj
@@ -135,25 +138,36 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> P
         path = resolve_checkpoint(path)
     except ZooError as err:
         raise CheckpointError(str(err)) from None
-    obj = read_checkpoint(path)
-    if obj.get("format") == FORMAT:
-        config = PoseModelConfig.from_dict(obj["config"])
-        state = obj["model"]
-    else:
-        state = _unwrap_state_dict(obj)
-        config, state = foreign_config_and_state(state, Path(path).name)
+    config, state = config_and_state(read_checkpoint(path), path)
     model = build_model(config)
     _load_state(model, state, path)
     return model.to(device).eval()
 
 
-def config_and_state(obj: dict, file_name: str) -> tuple[PoseModelConfig, dict]:
+def _project_config_and_state(obj: dict, path) -> tuple[PoseModelConfig, dict]:
+    """Config and weights of an rle-pose file, with one-line errors for crafted or future ones."""
+    version = obj.get("format_version")
+    if not isinstance(obj.get("config"), dict):
+        raise CheckpointError(f"{path}: an rle-pose checkpoint without its model config ('config' "
+                              f"{'missing' if 'config' not in obj else 'is not a mapping'}); it cannot be built")
+    try:
+        config = PoseModelConfig.from_dict(obj["config"])
+    except (ValueError, TypeError, KeyError) as exc:
+        newer = f"; written by a newer rle-pose (format version {version})?" if version != FORMAT_VERSION else ""
+        raise CheckpointError(f"{path}: its model config does not load ({short_line(str(exc))}){newer}") from None
+    state = obj.get("model")
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise CheckpointError(f"{path}: 'model' is not a state dict (name -> tensor)")
+    return config, state
+
+
+def config_and_state(obj: dict, path: str | os.PathLike) -> tuple[PoseModelConfig, dict]:
     """Config and state dict under this project's key names of a checkpoint dict (from
-    ``read_checkpoint``): a project file's own, or an official / mmpose file converted key by key
-    (what ``load_model`` builds and loads; ``--init-from`` takes the backbone from it)."""
+    ``read_checkpoint`` of ``path``): a project file's own, or an official / mmpose file converted
+    key by key (what ``load_model`` builds and loads; ``--init-from`` takes the backbone from it)."""
     if obj.get("format") == FORMAT:
-        return PoseModelConfig.from_dict(obj["config"]), obj["model"]
-    return foreign_config_and_state(_unwrap_state_dict(obj), file_name)
+        return _project_config_and_state(obj, path)
+    return foreign_config_and_state(_unwrap_state_dict(obj), Path(path).name)
 
 
 def _unwrap_state_dict(obj: dict) -> dict:
@@ -245,6 +259,8 @@ def _load_state(model: PoseModel, state: dict, path) -> None:
             parts.append(f"unexpected {', '.join(unexpected[:3])}{' ...' if len(unexpected) > 3 else ''}")
         raise CheckpointError(f"{path}: keys do not fit the model ({'; '.join(parts)})")
     for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{path}: {key} is a {type(value).__name__}, not a tensor")
         if tuple(value.shape) != tuple(own[key].shape):
             raise CheckpointError(f"{path}: {key} has shape {tuple(value.shape)}, "
                                   f"the model expects {tuple(own[key].shape)}")

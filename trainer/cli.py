@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import click
+import numpy as np
 
 DEFAULT_PRESETS = {"coco": "256x192_res50_regress-flow", "h36m": "256x192_res50_3d_h36mmpii-flow"}
 SYNTHETIC_PRESETS = {"coco": "synthetic-coco", "h36m": "synthetic-h36m"}
@@ -101,6 +102,8 @@ def _run_training(dataset: str, **opts) -> None:
                  "seed": opts["seed"], "init_from": opts["init_from"], "loss": opts["loss"] or opts["renamed_head"],
                  "pretrained": opts["pretrained"], "data.image_cache": _absolute(opts["image_cache"])}
     cfg = resolve_config(preset, opts["config_file"], overrides, opts["sets"])
+    _check_image_cache("reduced", cfg.data.image_cache, cfg.data.data_root,
+                       (cfg.data.train_image_dir, cfg.data.val_image_dir))
     if opts["synthetic"]:
         ensure_synthetic(dataset, Path(cfg.data.data_root))
     result = fit(cfg, resume=opts["resume"], max_steps_per_epoch=opts["max_steps"], echo=click.echo)
@@ -109,16 +112,18 @@ def _run_training(dataset: str, **opts) -> None:
 
 
 def ensure_synthetic(dataset: str, root: Path) -> None:
-    """Write the generated data set to ``root`` unless it is already there (COCO: the COCO
-    layout in ``root``; h36m: ``root/h36m`` and ``root/mpii``, the seed README's layout)."""
+    """Write the generated data set to ``root`` unless it is already there, whole (COCO: the
+    COCO layout in ``root``; h36m: ``root/h36m`` and ``root/mpii``, the seed README's layout):
+    each part appears complete or not at all (``trainer/data/synthetic/complete.py``)."""
     from trainer.data import synthetic
+    from trainer.data.synthetic.complete import is_complete, write_generated
     spec = synthetic.SyntheticSpec(num_train=256, num_val=64)
     parts = {"coco": [(root, synthetic.write_coco)],
              "h36m": [(root / "h36m", synthetic.write_h36m), (root / "mpii", synthetic.write_mpii)]}[dataset]
     for folder, writer in parts:
-        if not (folder / "annotations").is_dir():
+        if not is_complete(folder, writer):
             click.echo(f"writing generated {dataset} data to {folder} ...")
-            writer(folder, spec)
+            write_generated(folder, writer, spec)
 
 
 @train_main.command("coco", help="Train the 2D model on COCO-format keypoints.")
@@ -149,12 +154,49 @@ def _load_for_eval(checkpoint: str, dims: int, device):
     return model
 
 
-def _check_image_cache(image_decode: str, image_cache: str | None) -> None:
-    """Restart copies serve region decoding only: refuse ``--image-cache`` with full decoding."""
+def _check_image_cache(image_decode: str, image_cache: str | None, data_root: str | None = None,
+                       image_dirs: tuple[str, ...] = ()) -> None:
+    """Restart copies serve region decoding only: refuse ``--image-cache`` with full decoding, and
+    a cache whose copies would land in an image folder (``data_root/<dir>``) or over its files."""
     if image_cache and image_decode != "reduced":
         raise click.ClickException(f"--image-cache {image_cache}: restart copies serve --image-decode "
                                    "reduced only (full decoding reads whole images); drop it or add "
                                    "--image-decode reduced")
+    from trainer.data.images import cache_overlaps_images
+    for rel in image_dirs if image_cache and data_root else ():
+        cache = Path(data_root) / image_cache / Path(rel).relative_to(Path(rel).anchor)
+        if cache_overlaps_images(Path(data_root) / rel, cache):
+            raise click.ClickException(f"--image-cache {image_cache}: its copies of {rel} would go to {cache}, "
+                                       f"inside the image folder {Path(data_root) / rel}; give a folder "
+                                       "outside the data's image folders (e.g. beside them)")
+
+
+def _check_out_file(option: str, path: str | None) -> None:
+    """Before a long run: the folder an output file goes to must exist."""
+    if path and not Path(path).resolve().parent.is_dir():
+        raise click.ClickException(f"{option} {path}: folder {Path(path).resolve().parent} does not exist; "
+                                   "create it first (checked before the evaluation runs)")
+
+
+def _write_out(path: str, payload: dict) -> None:
+    """Write the metrics JSON; a failed write (a full disk) is one line, the metrics printed above."""
+    from models.files import write_json_atomic
+    try:
+        write_json_atomic(path, payload, indent=2)
+    except OSError as err:
+        raise click.ClickException(f"--out {path}: cannot write ({err.strerror or err}); the metrics "
+                                   "are printed above") from None
+
+
+def _warn_truncated(dataset) -> None:
+    """One warning line counting cut-off JPEGs (evaluated as OpenCV decodes them: grey below)."""
+    from trainer.data.images import truncated_jpegs
+    names = [dataset.instances.image_files[i] for i in np.unique(dataset.instances.image_index)]
+    bad = truncated_jpegs([dataset.image_dir / n for n in names])
+    if bad:
+        click.echo(f"warning: {len(bad)} of {len(names)} images are truncated JPEGs ({', '.join(map(str, bad[:3]))}"
+                   f"{', ...' if len(bad) > 3 else ''}); they are evaluated as decoded (grey below the cut)",
+                   err=True)
 
 
 @click.group(help="Evaluate RLE checkpoints (project or official).")
@@ -188,8 +230,9 @@ def eval_coco(checkpoint, data_root, boxes, score_threshold, flip, out_path, res
     from trainer.data.coco import build_val_loader
     from trainer.engine import resolve_device
     from trainer.evaluate import evaluate_coco_loader
-    from models.files import write_json_atomic
-    _check_image_cache(image_decode, image_cache)
+    _check_image_cache(image_decode, image_cache, data_root, (val_dir,))
+    _check_out_file("--out", out_path)
+    _check_out_file("--results", results_path)
     dev = resolve_device(device)
     model = _load_for_eval(checkpoint, 2, dev)
     detected = boxes != "gt"
@@ -202,6 +245,7 @@ def eval_coco(checkpoint, data_root, boxes, score_threshold, flip, out_path, res
     cfg = TrainConfig(model=model.config, data=data)
     loader = build_val_loader(cfg, det_file=boxes if detected else None)
     loader.dataset.require_images(f"check --data-root (it must hold {val_dir}/) and --val-dir")
+    _warn_truncated(loader.dataset)
     gt_json = Path(data_root) / data.val_annotation_file
     metrics, calib = evaluate_coco_loader(model, loader, gt_json, dev, flip, detected, results_path)
     click.echo(metrics.format_table())
@@ -211,7 +255,7 @@ def eval_coco(checkpoint, data_root, boxes, score_threshold, flip, out_path, res
         payload = {**metrics.to_dict(), "checkpoint": str(checkpoint), "boxes": boxes, "flip": flip,
                    "image_decode": image_decode,
                    "calibration": calib.to_dict() if calib is not None else None}
-        write_json_atomic(out_path, payload, indent=2)
+        _write_out(out_path, payload)
 
 
 H36M_TEST_FILE = "annotations/Sample_64_test_Human36M_protocol_2.json"
@@ -241,8 +285,8 @@ def eval_h36m(checkpoint, data_root, flip, out_path, batch_size, workers, device
     from trainer.data.h36m import build_val_loader
     from trainer.engine import resolve_device
     from trainer.evaluate import evaluate_h36m_loader
-    from models.files import write_json_atomic
     _check_image_cache(image_decode, image_cache)
+    _check_out_file("--out", out_path)
     dev = resolve_device(device)
     model = _load_for_eval(checkpoint, 3, dev)
     root = Path(data_root)
@@ -254,9 +298,11 @@ def eval_h36m(checkpoint, data_root, flip, out_path, batch_size, workers, device
                       val_image_decode=image_decode, image_cache=_absolute(image_cache))
     loader = build_val_loader(TrainConfig(model=model.config, data=data))
     loader.dataset.require_images(f"check --data-root (it must hold {prefix}images/)")
+    _check_image_cache(image_decode, image_cache, str(root), (prefix + "images",))
+    _warn_truncated(loader.dataset)
     metrics = evaluate_h36m_loader(model, loader, dev, flip)
     click.echo(metrics.format_table())
     if out_path:
         payload = {**metrics.to_dict(), "checkpoint": str(checkpoint), "flip": flip,
                    "image_decode": image_decode, "skipped": loader.dataset.instances.skipped}
-        write_json_atomic(out_path, payload, indent=2)
+        _write_out(out_path, payload)

@@ -161,6 +161,7 @@ class TrainConfig:
     compile: bool = False
     out_dir: str = "runs/rle"
     val_every_epochs: int = 1
+    save_every_epochs: int = 0                  # also keep epoch_NNN.pth every N epochs (0: last/best only)
     pretrained: bool = True                     # ImageNet weights for the backbone
     init_from: str | None = None                # checkpoint to start from (e.g. heatmap stage 1)
     loss: Literal["rle", "heatmap", "l1"] = "rle"   # picks model.head (model_head_for_loss)
@@ -170,6 +171,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check(self.val_every_epochs >= 1 and self.log_every_steps >= 1,
                "val_every_epochs and log_every_steps must be >= 1")
+        _check(self.save_every_epochs >= 0, "save_every_epochs must be >= 0 (0 keeps last.pth and best.pth only)")
         dims = {"coco": 2, "h36m": 3}[self.data.dataset]
         _check(self.model.dims == dims, f"model.dims {self.model.dims} does not fit data.dataset "
                f"'{self.data.dataset}' ({dims}D)")

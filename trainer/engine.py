@@ -20,6 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from models.build import PoseModel
+from trainer.config import ConfigError
 
 
 # A collective waiting longer than this for a peer raises instead of waiting on (gloo's default
@@ -65,9 +66,15 @@ def resolve_device(name: str) -> torch.device:
     """'auto' -> cuda when available, else cpu; anything else as given (checked)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name}: not a device name; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available here; use --device cpu or auto")
+        raise ConfigError(f"--device {name}: CUDA is not available here; use --device cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                          "use cuda:0 .. or auto")
     return device
 
 

@@ -16,8 +16,9 @@ from trainer.data.coco import AnnotationWarning
 from trainer.data.h36m import H36MDataWarning
 from trainer.engine import Runtime, build_optimizer, is_better, setup_runtime, train_one_epoch
 from trainer.init_from import init_backbone_from
-from trainer.run_state import (MetricsLog, find_resume, load_training_state, save_training_checkpoint,
-                               write_run_config)
+from trainer.resume import apply_changes, check_resume
+from trainer.run_state import (MetricsLog, find_resume, load_training_state, read_training_state,
+                               remove_temp_files, repair_run, save_training_checkpoint, write_run_config)
 from trainer.tasks import TASKS
 
 
@@ -47,6 +48,11 @@ def fit(cfg: TrainConfig, resume: str | None = None, max_steps_per_epoch: int | 
         warnings.simplefilter("ignore", H36MDataWarning)
     run_dir = Path(cfg.out_dir)
     task = TASKS[cfg.data.dataset]
+    resume_path, ckpt, state, changes = find_resume(resume, run_dir), None, None, None
+    if resume_path is not None:   # the rules of trainer/resume.py, before anything is built
+        ckpt, state = read_training_state(resume_path)
+        if state.train_config is not None:
+            changes = check_resume(state.train_config, cfg, state.epoch, str(resume_path))
     model = build_model(cfg.model, pretrained=cfg.pretrained and not cfg.init_from and not resume)
     if cfg.init_from:
         echo(init_backbone_from(model, cfg.init_from))
@@ -54,11 +60,17 @@ def fit(cfg: TrainConfig, resume: str | None = None, max_steps_per_epoch: int | 
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer, scheduler = build_optimizer(model, cfg.optim)
-    state = None
-    resume_path = find_resume(resume, run_dir)
-    if resume_path is not None:
-        state = load_training_state(resume_path, model, optimizer, scheduler)
+    if state is not None:
+        load_training_state(ckpt, model, optimizer, scheduler)
         echo(f"resumed from {resume_path} after epoch {state.epoch} (step {state.step})")
+        if changes is not None:
+            apply_changes(changes, optimizer, scheduler)
+            for note in changes.notes:
+                echo(f"resume: {note}")
+        if state.epoch >= cfg.optim.epochs:
+            echo(f"resume: the run already finished its {state.epoch} epochs; nothing to train "
+                 "(give --epochs N to extend it)")
+    del ckpt
     train_model = _wrap(model, rt, cfg.compile)
     train_loader = task.train_loader(cfg, rt.rank, rt.world_size)
     if rt.is_main and cfg.data.image_decode == "reduced":
@@ -71,10 +83,17 @@ def fit(cfg: TrainConfig, resume: str | None = None, max_steps_per_epoch: int | 
     log = None
     if rt.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        count, size = remove_temp_files(run_dir)
+        if count:
+            echo(f"removed {count} temporary files ({size / 1e6:.0f} MB) left by interrupted saves")
+        if state is not None and resume_path.resolve() == (run_dir / "last.pth").resolve():
+            for note in repair_run(run_dir, state):
+                echo(f"repaired after an interrupted save: {note}")
         write_run_config(run_dir, cfg.to_dict())
         log = MetricsLog(run_dir / "metrics.jsonl")
     start_epoch = state.epoch + 1 if state else 1
-    step, best = (state.step, state.best) if state else (0, None)
+    step, best, best_epoch = (state.step, state.best, state.best_epoch) if state else (0, None, None)
+    done = state.epoch if state else 0
     last_val = None
     for epoch in range(start_epoch, cfg.optim.epochs + 1):
         seed_epoch(train_loader, cfg.seed, rt.rank, epoch)
@@ -92,16 +111,19 @@ def fit(cfg: TrainConfig, resume: str | None = None, max_steps_per_epoch: int | 
                 is_best = is_better(value, best, task.higher_is_better)
                 best = value if is_best else best
                 record.update({f"val_{k}": v for k, v in last_val.items() if isinstance(v, (int, float))})
-        if rt.is_main:
-            log.write(record)
+        is_best = is_best or best is None
+        best_epoch = epoch if is_best else best_epoch
+        if rt.is_main:   # the order of run_state's module doc: checkpoint first, log line last
             save_training_checkpoint(run_dir, model, optimizer, scheduler, epoch, step, best,
-                                     cfg.to_dict(), is_best or best is None)
+                                     cfg.to_dict(), is_best, record, best_epoch)
+            log.write(record)
             echo(_summary(epoch, stats, last_val if "val_" + task.best_key in record else None, task.best_key))
+        done = epoch
         if rt.world_size > 1:
             dist.barrier()
     if log is not None:
         log.close()
-    return FitResult(run_dir, cfg.optim.epochs, best, last_val, rt.is_main)
+    return FitResult(run_dir, done, best, last_val, rt.is_main)
 
 
 def _silent(*_args, **_kwargs) -> None:

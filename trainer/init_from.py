@@ -15,7 +15,6 @@ with ImageNet mean/std unless told otherwise; mmpose's head layout is kept for 2
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 from models import mmpose
 from models.checkpoint import CheckpointError, config_and_state, read_checkpoint
@@ -38,7 +37,7 @@ def source_model(path: str) -> tuple[PoseModelConfig | None, dict]:
     for plain weights. An mmpose file that does not convert is an error, not plain weights."""
     obj = read_checkpoint(path)
     try:
-        return config_and_state(obj, Path(path).name)
+        return config_and_state(obj, path)
     except CheckpointError:
         if mmpose.mmpose_layout(_state_dict(obj)) is not None:
             raise

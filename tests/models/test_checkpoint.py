@@ -114,7 +114,7 @@ def test_bad_files_give_one_line_errors(tmp_path, official_state):
     with pytest.raises(CheckpointError, match="no such checkpoint file"):
         load_model(tmp_path / "missing.pth")
     (tmp_path / "text.pth").write_text("hello")
-    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match=r"text.pth: a text file, not a checkpoint \(it starts 'hello'\)$"):
         load_model(tmp_path / "text.pth")
     torch.save({"weight": torch.zeros(2)}, tmp_path / "foreign.pth")
     with pytest.raises(CheckpointError, match="neither an rle-pose checkpoint nor an official"):
@@ -135,3 +135,61 @@ def test_shape_mismatch_is_named(tmp_path, official_state):
     torch.save(state, tmp_path / "shape.pth")
     with pytest.raises(CheckpointError, match="fc_sigma|head.sigma.weight has shape"):
         load_model(tmp_path / "shape.pth")
+
+
+def _project_file(tmp_path, name, **changes):
+    model = build_model(coco_config("resnet18", input_hw=(64, 48)))
+    payload = {"format": "rle-pose", "format_version": 1, "config": model.config.to_dict(),
+               "model": model.state_dict()}
+    payload.update(changes)
+    payload = {k: v for k, v in payload.items() if v is not None}
+    torch.save(payload, tmp_path / name)
+    return tmp_path / name, model
+
+
+@pytest.mark.parametrize("name,change,message", [
+    ("unknown_key", lambda c, s: {"config": {**c, "lens": 35}}, r"its model config does not load \(unknown .*lens"),
+    ("dims5", lambda c, s: {"config": {**c, "dims": 5}}, r"its model config does not load \(dims must be 2 or 3, got 5\)"),
+    ("future", lambda c, s: {"config": {**c, "dims": 5}, "format_version": 2}, r"written by a newer rle-pose \(format version 2\)"),
+    ("no_config", lambda c, s: {"config": None}, r"without its model config \('config' missing\)"),
+    ("list_config", lambda c, s: {"config": [1, 2]}, r"'config' is not a mapping"),
+    ("float_weights", lambda c, s: {"model": {k: 1.0 for k in s}}, r"backbone\.\S+ is a float, not a tensor"),
+    ("list_model", lambda c, s: {"model": [1, 2]}, r"'model' is not a state dict"),
+])
+def test_crafted_project_checkpoints_give_one_line_errors(tmp_path, name, change, message):
+    model = build_model(coco_config("resnet18", input_hw=(64, 48)))
+    path, _ = _project_file(tmp_path, f"{name}.pth", **change(model.config.to_dict(), model.state_dict()))
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_model(path)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+class _Runs:
+    """Pickles as a call to print: loading it without weights_only would run it."""
+
+    def __reduce__(self):
+        return (print, ("ran code",))
+
+
+def test_a_legacy_pickle_names_its_blocked_global_and_runs_nothing(tmp_path, capsys):
+    import pickle
+    path = tmp_path / "legacy.pth"
+    path.write_bytes(pickle.dumps({"model": _Runs()}, protocol=4))
+    with pytest.raises(CheckpointError, match=r"legacy.pth: holds a pickled 'builtins.print', which is not loaded"):
+        load_model(path)
+    assert "ran code" not in capsys.readouterr().out
+
+
+def test_a_cut_error_message_ends_on_a_word():
+    from models.file_kinds import short_line as _short
+    assert _short("\n  first line here\nsecond", 12) == "first line ..."
+    assert _short("Weights only load failed because of reasons", 30) == "Weights only load failed ..."
+    assert _short("short", 30) == "short"
+
+
+def test_a_safetensors_file_with_a_pth_name_is_read_as_its_state_dict(tmp_path, official_state):
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    state = official_state()
+    torch.save(state, tmp_path / "official.pth")
+    safetensors_torch.save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "renamed.pth"))
+    _same_outputs(load_model(tmp_path / "official.pth"), load_model(tmp_path / "renamed.pth"), (1, 3, 256, 192))

@@ -295,6 +295,35 @@ def test_empty_detection_file_is_a_one_line_error(tmp_path):
     assert "\n" not in str(err.value)
 
 
+def test_bad_detections_are_skipped_counted_and_summed_up_in_one_warning(tmp_path):
+    _tiny_coco(tmp_path)
+    gt = load_coco_instances(tmp_path / "annotations" / "person_keypoints_val2017.json")
+    good = {"image_id": 1, "category_id": 1, "bbox": [10, 20, 30, 40], "score": 0.9}
+    dets = [good, {**good, "bbox": [10, 20, float("inf"), 40]}, {**good, "bbox": [1, 2]},
+            {k: v for k, v in good.items() if k != "score"}, {**good, "score": "high"},
+            {**good, "score": float("nan")}, {**good, "image_id": 999}, {**good, "score": 0.1}, "junk",
+            {**good, "bbox": [5, 5, 0, 10]}, {**good, "category_id": 2}, {**good, "bbox": [0, 0, 8, 9], "score": 0.6}]
+    (tmp_path / "dets.json").write_text(json.dumps(dets).replace("Infinity", "1e999"))
+    with pytest.warns(AnnotationWarning, match=r"dets.json: skipped 7 of 12 detections at fault "
+                      r"\(bad_bbox: 3, no_numeric_image_id_or_score: 2, non_finite_score: 1, not_an_object: 1\)"):
+        inst = with_detections(gt, tmp_path / "dets.json", score_threshold=0.5)
+    np.testing.assert_allclose(inst.boxes_xyxy, [[10, 20, 40, 60], [0, 0, 8, 9]])
+    np.testing.assert_allclose(inst.scores, [0.9, 0.6])
+    assert inst.skipped["below_threshold"] == 1 and inst.skipped["unknown_image"] == 1
+    assert inst.skipped["not_person"] == 1
+
+
+def test_detections_all_filtered_out_are_one_line_naming_the_counts(tmp_path):
+    _tiny_coco(tmp_path)
+    gt = load_coco_instances(tmp_path / "annotations" / "person_keypoints_val2017.json")
+    dets = [{"image_id": 7, "bbox": [1, 1, 5, 5], "score": 0.9}, {"image_id": 1, "bbox": [1, 1, 5, 5], "score": "nan"}]
+    (tmp_path / "dets.json").write_text(json.dumps(dets))
+    with pytest.warns(AnnotationWarning), pytest.raises(DatasetError, match=r"none of its 2 detections is usable "
+                                                         r"\(unknown_image: 1, non_finite_score: 1\)") as err:
+        with_detections(gt, tmp_path / "dets.json")
+    assert "\n" not in str(err.value)
+
+
 @pytest.mark.skipif(_jpeg_roi is None and not os.environ.get("CI"),   # CI builds it: runs there
                     reason="trainer.data._jpeg_roi not built")
 def test_image_cache_gives_the_same_samples_and_mirrors_the_layout(tmp_path):

@@ -251,3 +251,37 @@ def test_coco_points_match_names():
 def test_spec_rejects_bad_probability():
     with pytest.raises(ValueError, match="p_empty"):
         SyntheticSpec(p_empty=1.5)
+
+
+def test_an_interrupted_generation_leaves_no_half_set_and_the_next_run_completes_it(tmp_path):
+    from trainer.data.synthetic.complete import write_generated
+    from trainer.data.synthetic.writers import write_coco as real_write_coco
+
+    class Killed(BaseException):
+        pass
+
+    def write_coco(root, spec):                 # the real writer, killed after the train JSON
+        real_write_coco(root, spec)
+        (root / "detections" / "person_detection_results_val2017.json").unlink()
+        (root / "annotations" / "person_keypoints_val2017.json").unlink()
+        raise Killed
+    spec, folder = SyntheticSpec(num_train=2, num_val=1, seed=5), tmp_path / "synthetic-coco"
+    with pytest.raises(Killed):
+        write_generated(folder, write_coco, spec)
+    assert not folder.exists()                   # a partial set never appears under its name
+    (tmp_path / ".synthetic-coco.partial-x1").mkdir()   # what a SIGKILL leaves (no cleanup ran)
+    assert write_generated(folder, real_write_coco, spec) and not write_generated(folder, real_write_coco, spec)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic-coco"]   # the partial one removed
+    want = real_write_coco(tmp_path / "reference", spec)
+    for rel in ("annotations/person_keypoints_train2017.json", "annotations/person_keypoints_val2017.json",
+                "detections/person_detection_results_val2017.json"):
+        assert (folder / rel).read_bytes() == (want / rel).read_bytes(), rel
+
+
+def test_a_half_written_set_from_an_older_run_is_named_not_reused(tmp_path):
+    from trainer.data.dataset import DatasetError
+    from trainer.data.synthetic.complete import write_generated
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "person_keypoints_train2017.json").write_text("{}")
+    with pytest.raises(DatasetError, match="incomplete generated data set .* delete the folder"):
+        write_generated(tmp_path, write_coco, SyntheticSpec(num_train=1, num_val=1))

@@ -154,7 +154,12 @@ def load_coco_instances(ann_path: str | Path, skip_at_fault: bool = True) -> Pos
 
 def with_detections(gt: PoseInstances, det_path: str | Path, score_threshold: float = 0.0) -> PoseInstances:
     """Instances from a COCO detection-results file (person boxes, score >= threshold) on the
-    images of ``gt``; boxes (x, y, x + w, y + h) unclipped, joints zero (unknown)."""
+    images of ``gt``; boxes (x, y, x + w, y + h) unclipped, joints zero (unknown).
+
+    A bad detection (not a dict, no or non-numeric ``image_id`` / ``score``, a NaN score, a box
+    that is not 4 finite numbers with w, h > 0) is skipped and counted in ``skipped`` with the
+    threshold's and unknown images' counts; one ``AnnotationWarning`` line sums up the bad ones.
+    ``DatasetError`` (one line) when no detection is left."""
     path = Path(det_path)
     dets = read_json(path, "detection file", "check data.det_file or use GT boxes (data.val_boxes=gt)")
     if not isinstance(dets, list):
@@ -163,16 +168,54 @@ def with_detections(gt: PoseInstances, det_path: str | Path, score_threshold: fl
         raise DatasetError(f"{path}: detection file is empty ([]); run the person detector again or "
                            "use GT boxes (data.val_boxes=gt, rle-eval --boxes gt)")
     index_of = {int(i): n for n, i in enumerate(gt.image_ids)}
-    keep = [d for d in dets if d.get("category_id", 1) == 1 and float(d["score"]) >= score_threshold]
-    unknown = sum(int(d["image_id"]) not in index_of for d in keep)
-    keep = [d for d in keep if int(d["image_id"]) in index_of]
-    boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in keep)], np.float64)
-    n, k = len(keep), gt.joint_set.num_joints
+    skipped: dict[str, int] = {}
+    rows = []   # (image index, box xyxy, score)
+    for det in dets:
+        row, reason = _detection_row(det, index_of, score_threshold)
+        if reason:
+            skipped[reason] = skipped.get(reason, 0) + 1
+        else:
+            rows.append(row)
+    bad = {k: v for k, v in skipped.items() if k not in ("below_threshold", "unknown_image", "not_person")}
+    if bad:
+        warnings.warn(f"{path}: skipped {sum(bad.values())} of {len(dets)} detections at fault "
+                      f"({', '.join(f'{k}: {v}' for k, v in bad.items())})", AnnotationWarning, stacklevel=2)
+    if not rows:
+        raise DatasetError(f"{path}: none of its {len(dets)} detections is usable ("
+                           f"{', '.join(f'{k}: {v}' for k, v in skipped.items())}); check the file's image "
+                           "ids against the annotations and --score-threshold, or use --boxes gt")
+    n, k = len(rows), gt.joint_set.num_joints
     return PoseInstances(gt.joint_set, gt.image_files, gt.image_wh, gt.image_ids,
-                         np.array([index_of[int(d["image_id"])] for d in keep], np.int64),
-                         np.full(n, -1, np.int64), boxes.reshape(-1, 4), np.zeros((n, k, 2)),
-                         np.zeros((n, k)), np.array([float(d["score"]) for d in keep]),
-                         {"below_threshold": len(dets) - len(keep) - unknown, "unknown_image": unknown})
+                         np.array([r[0] for r in rows], np.int64), np.full(n, -1, np.int64),
+                         np.array([r[1] for r in rows], np.float64).reshape(-1, 4), np.zeros((n, k, 2)),
+                         np.zeros((n, k)), np.array([r[2] for r in rows]),
+                         {"below_threshold": 0, "unknown_image": 0, **skipped})
+
+
+def _detection_row(det, index_of: dict, score_threshold: float) -> tuple[tuple | None, str | None]:
+    """(image index, (x0, y0, x1, y1), score) of one detection, or (None, why it is skipped)."""
+    if not isinstance(det, dict):
+        return None, "not_an_object"
+    if det.get("category_id", 1) != 1:
+        return None, "not_person"
+    try:
+        image_id, score = int(det["image_id"]), float(det["score"])
+    except (KeyError, TypeError, ValueError):
+        return None, "no_numeric_image_id_or_score"
+    box = det.get("bbox")
+    try:
+        x, y, w, h = (float(v) for v in box)
+    except (TypeError, ValueError):
+        return None, "bad_bbox"
+    if not (np.isfinite([x, y, w, h]).all() and w > 0 and h > 0):
+        return None, "bad_bbox"
+    if not np.isfinite(score):
+        return None, "non_finite_score"
+    if score < score_threshold:
+        return None, "below_threshold"
+    if image_id not in index_of:
+        return None, "unknown_image"
+    return (index_of[image_id], (x, y, x + w, y + h), score), None
 
 
 def _root(cfg) -> Path:

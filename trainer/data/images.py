@@ -237,6 +237,32 @@ class RestartCache:
             return Path(src)
 
 
+def cache_overlaps_images(image_dir: str | Path, cache_dir: str | Path) -> bool:
+    """Whether restart copies in ``cache_dir`` would land in ``image_dir`` itself or inside it
+    (over the originals, or nested in the image folder): such a cache is refused."""
+    images, cache = Path(image_dir).resolve(), Path(cache_dir).resolve()
+    return cache == images or images in cache.parents
+
+
+def truncated_jpegs(paths: list[Path], tail_bytes: int = 4096) -> list[Path]:
+    """The JPEG files (by their first bytes, FF D8) among ``paths`` whose end-of-image marker
+    (FF D9) is missing from their last ``tail_bytes``: cut-off files, which OpenCV decodes
+    without an error (grey below the cut). FF D9 cannot occur inside entropy-coded data (an FF
+    there is followed by 00 or a restart marker), so its presence near the end is a sound test."""
+    bad = []
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                if f.read(2) != b"\xff\xd8":
+                    continue
+                f.seek(max(0, os.fstat(f.fileno()).st_size - tail_bytes))
+                if b"\xff\xd9" not in f.read():
+                    bad.append(Path(path))
+        except OSError:
+            continue   # missing or unreadable: require_images names those
+    return bad
+
+
 class JpegReader:
     """``ImageReader`` for an image file. ``image_decode``: "reduced" (the fast path: the crop's
     region only, DCT-scaled; module docstring) or "full" (whole image, full size, as cv2.imread).
