@@ -277,7 +277,7 @@ def _webcam_tab(h: Handlers, conf, scale, flip, smooth, det, time_limit_s) -> No
         cam = gr.Image(sources=["webcam"], streaming=True, type="filepath", image_mode=None, label="camera",
                        webcam_options=gr.WebcamOptions(mirror=MIRROR_PREVIEW))
         cam_out = gr.Image(label="annotated", format="jpeg", elem_id="webcam-annotated")
-    state = gr.State(None)
+    state = gr.State(None, time_to_live=STATE_TTL_S)
     cam.stream(h.webcam_step, [cam, state, conf, scale, flip, smooth, det], [cam_out, state],
                stream_every=STREAM_EVERY_S, time_limit=time_limit_s, concurrency_limit=1,
                show_progress="hidden", api_name="predict_frame_stream")
