@@ -118,7 +118,8 @@ class Handlers:
             return None, state
         state = state if isinstance(state, StreamState) else StreamState()
         try:
-            frame = read_image(frame, self.max_image_pixels)
+            if isinstance(frame, (str, os.PathLike)):     # the app's stream sends files (decoded here, capped)
+                frame = read_image(frame, self.max_image_pixels)
             real = np.ascontiguousarray(frame[:, ::-1]) if MIRROR_PREVIEW else frame
             poses = self.pipe.run_frame(real, detector, flip, state, smooth)
         except AppError as err:
