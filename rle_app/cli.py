@@ -3,15 +3,24 @@
     rle-app [--checkpoint NAME|URL|PATH] [--checkpoint-3d NAME|URL|PATH] [--webcam | --video PATH |
             --image PATH] [--detector auto|torchvision|mediapipe|hog|full-frame] [--host 127.0.0.1]
             [--port 7860] [--share] [--device auto] [--offline] [--list-models]
+            [--cache-expiry-s 3600] [--max-video-s 120]
 
 Without ``--checkpoint`` a real model is used (``rle_app.loading.default_checkpoint``: a cached zoo
 model, else the device's default downloaded once); offline, the demo model in ``assets/`` (trained
 on generated figures only). Every user error (missing file, unknown name, 2D/3D mix-up, bad
-detector) is one click error line, exit code 1.
+detector, a CUDA device the machine lacks, a busy port) is one click error line, exit code 1.
+
+Limits of the running app (README "Stability"): an upload is at most ``MAX_FILE_SIZE`` (larger:
+HTTP 413), an image at most ``media.MAX_IMAGE_PIXELS`` (refused before decoding), a video is
+processed for its first ``--max-video-s`` seconds; uploads and outputs are deleted after
+``--cache-expiry-s`` and when the server stops. Errors the app did not phrase itself (gradio's
+own) are shown without their details (``show_error=False``), so no server path reaches a client;
+the app's own one-line errors are always shown.
 """
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import click
@@ -22,18 +31,20 @@ MAX_FILE_SIZE = "100mb"
 def build_app(checkpoint: str | None = None, checkpoint_3d: str | None = None, detector: str = "auto",
               detector_model: str | None = None, device: str = "auto", video: str | None = None,
               image: str | None = None, download: bool = True, webcam_time_limit_s: int | None = None,
-              offline: bool = False):
+              offline: bool = False, cache_expiry_s: int | None = None, max_video_s: float | None = None):
     """Load the models and build the Blocks; returns (demo, allowed_paths). Raises AppError.
 
     ``checkpoint`` None: ``default_checkpoint`` (a real model unless ``offline``; see loading).
     ``video`` / ``image`` pre-fill their tabs (and select the tab); allowed_paths are the assets
-    folder and those files, nothing else.
+    folder and those files, nothing else. ``download`` False: no detector ever tries a download
+    (at start or per request). ``cache_expiry_s`` / ``max_video_s``: see ``ui.build_demo`` (None:
+    its defaults).
     """
     from rle_app.detect import resolve_detector
     from rle_app.errors import AppError
     from rle_app.loading import ASSETS_DIR, load_app_models, resolve_device
     from rle_app.pipeline import PosePipeline
-    from rle_app.ui import build_demo
+    from rle_app.ui import build_demo, limits
     for option, path in (("--video", video), ("--image", image), ("--detector-model", detector_model)):
         if path and not Path(path).is_file():
             raise AppError(f"{option} {path}: no such file")
@@ -42,11 +53,23 @@ def build_app(checkpoint: str | None = None, checkpoint_3d: str | None = None, d
     name, notice = resolve_detector(detector, detector_model, download and not offline)
     notices = list(model_notices) + ([notice] if notice else [])
     pipe = PosePipeline(model, model_3d, detector=name, detector_model=detector_model, checkpoint=path_2d,
-                        checkpoint_3d=checkpoint_3d, notices=tuple(notices))
+                        checkpoint_3d=checkpoint_3d, notices=tuple(notices), download=download and not offline)
     demo = build_demo(pipe, video_path=video, image_path=image, webcam_time_limit_s=webcam_time_limit_s,
-                      model_name=spec, device=dev)
+                      model_name=spec, device=dev, **limits(cache_expiry_s, max_video_s))
     allowed = [str(ASSETS_DIR)] + [str(Path(p).resolve()) for p in (video, image) if p]
     return demo, allowed
+
+
+def check_port(host: str, port: int | None) -> None:
+    """ClickException (one line) when ``host:port`` is taken; None / 0 lets gradio choose."""
+    if not port:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            raise click.ClickException(f"--port {port}: cannot listen on {host}:{port} ({err.strerror or err}); "
+                                       "pass another --port or stop what runs there") from None
 
 
 @click.command(help="Pose estimation with uncertainty (RLE) in a Gradio app: webcam, video, image.")
@@ -71,10 +94,15 @@ def build_app(checkpoint: str | None = None, checkpoint_3d: str | None = None, d
 @click.option("--offline", is_flag=True, help="No downloads: without --checkpoint the demo model "
               "(also RLE_POSE_OFFLINE=1).")
 @click.option("--list-models", is_flag=True, help="List the zoo's models (size, accuracy, cached) and exit.")
+@click.option("--cache-expiry-s", type=click.IntRange(min=1), default=3600, show_default=True,
+              help="Uploads and outputs (annotated images, videos, JSON) are deleted this long after they "
+              "were written, and all of them when the app stops.")
+@click.option("--max-video-s", type=click.FloatRange(min=0, min_open=True), default=120, show_default=True,
+              help="Process at most this many seconds of an uploaded video (the rest is not read).")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads (1 is fastest for the demo "
               "model on a busy machine; default: torch's choice).")
 def main(checkpoint, checkpoint_3d, start, video, image, detector, detector_model, download, host, port,
-         share, device, offline, list_models, threads) -> None:
+         share, device, offline, list_models, cache_expiry_s, max_video_s, threads) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     if list_models:
         from models.zoo import format_table
@@ -87,13 +115,18 @@ def main(checkpoint, checkpoint_3d, start, video, image, detector, detector_mode
     if sum(bool(x) for x in (start, video, image)) > 1:
         raise click.UsageError("give one of --webcam, --video PATH, --image PATH")
     try:
+        check_port(host, port)
         demo, allowed = build_app(checkpoint, checkpoint_3d, detector, detector_model, device,
-                                  video, image, download, offline=offline)
+                                  video, image, download, offline=offline, cache_expiry_s=cache_expiry_s,
+                                  max_video_s=max_video_s)
     except AppError as err:
         raise click.ClickException(str(err)) from None
     demo.queue(default_concurrency_limit=1)
-    demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_FILE_SIZE,
-                allowed_paths=allowed, show_error=True)
+    try:
+        demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_FILE_SIZE,
+                    allowed_paths=allowed, show_error=False)
+    except OSError as err:   # the port was taken between the check and the launch
+        raise click.ClickException(f"--port {port}: {str(err).splitlines()[0]}") from None
 
 
 if __name__ == "__main__":

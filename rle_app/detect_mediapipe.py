@@ -110,7 +110,9 @@ class MediaPipeDetector:
             replaced by the previous one + 1 ms, or by a monotonic clock when None).
         min_detection_confidence: the landmarker's person-detection threshold.
         min_visibility, box_pad: see ``landmarks_to_boxes``.
-        cache_dir, download: where to cache the bundle; whether a download may be tried.
+        cache_dir, download: where to cache the bundle; whether a download may be tried. Without
+            ``download`` each call only looks for the file (no network); with it, a failed download
+            is tried once per detector, and later calls repeat its error at once.
     """
 
     name = "mediapipe"
@@ -129,10 +131,18 @@ class MediaPipeDetector:
         self.min_visibility, self.box_pad = min_visibility, box_pad
         self.cache_dir, self.download = cache_dir, download
         self._landmarker = None
+        self._download_error: DetectorUnavailable | None = None
         self._last_ts = -1
 
     def _load(self):
-        path = resolve_pose_task(self.model_path, self.variant, self.cache_dir, self.download)
+        if self._download_error is not None:
+            raise self._download_error
+        try:
+            path = resolve_pose_task(self.model_path, self.variant, self.cache_dir, self.download)
+        except DetectorUnavailable as err:
+            if self.download:
+                self._download_error = err
+            raise
         from mediapipe.tasks.python import BaseOptions, vision  # heavy import, first call only
 
         mode = vision.RunningMode.VIDEO if self.running_mode == "video" else vision.RunningMode.IMAGE

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from models import zoo
+from models.backbone import BackboneError
 from models.checkpoint import CheckpointError, load_model
 from rle_app.errors import AppError
 
@@ -28,13 +29,22 @@ DEFAULT_MODELS = {"cpu": "mmpose-rle-mobilenetv2-coco", "cuda": "rle-r50-coco"}
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> cuda when available, else cpu; anything else as torch spells it."""
+    """``auto`` -> cuda when available, else cpu; anything else as torch spells it. A cuda device
+    this machine does not have is an AppError (said before any model is loaded)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise AppError(f"--device {name}: not a torch device (auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise AppError(f"--device {name}: no CUDA GPU is available here (torch {torch.__version__}); "
+                           "use --device cpu or auto")
+        if device.index is not None and device.index >= count:
+            raise AppError(f"--device {name}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+    return device
 
 
 def _load(spec: str | Path, dims: int, option: str, device: torch.device, report=None):
@@ -49,6 +59,9 @@ def _load(spec: str | Path, dims: int, option: str, device: torch.device, report
         raise AppError(f"{err}{' (rle-app --list-models)' if 'known:' in str(err) else ''}") from None
     except CheckpointError as err:
         raise AppError(f"{option}: {err}") from None
+    except BackboneError as err:   # a config naming a backbone timm does not have
+        raise AppError(f"{option} {Path(text).name}: {err}; this checkpoint needs another timm version "
+                       "or a different file") from None
     if model.config.dims != dims:
         other = "--checkpoint-3d" if model.config.dims == 3 else "--checkpoint"
         raise AppError(f"{option} {spec}: a {model.config.dims}D model; pass it as {other}")

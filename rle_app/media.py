@@ -1,5 +1,6 @@
-"""Video and JSON I/O: a video file through the pipeline into an annotated ``.webm``, and the
-downloadable JSON document (model info, settings, the sigma caveat, one record per frame).
+"""Image, video and JSON I/O: an image file decoded within a pixel cap, a video file through the
+pipeline into an annotated ``.webm`` (within a length limit), and the downloadable JSON document
+(model info, settings, the sigma caveat, one record per frame).
 
 Keypoints in the JSON are image px (x right, y down); 3D keypoints are x, y px and z mm
 root-relative; NaN/inf become null. Errors are ``AppError`` (one line naming the file).
@@ -7,14 +8,19 @@ root-relative; NaN/inf become null. Errors are ``AppError`` (one line naming the
 from __future__ import annotations
 
 import math
-from pathlib import Path
+import os
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
 from rle_app.draw import annotate
 from rle_app.errors import AppError
 from rle_app.pipeline import FramePoses, PosePipeline, StreamState
+
+MAX_IMAGE_PIXELS = 40_000_000   # about 7300 x 5500: a 120 MB RGB array; larger uploads are refused
+MAX_VIDEO_S = 120.0             # rle-app --max-video-s: frames after this are not read
 
 SIGMA_NOTE = ("sigma: per-coordinate scale of RLE's learned residual distribution (px; mm for z), "
               "not a calibrated standard deviation")
@@ -59,6 +65,58 @@ def document(pipe: PosePipeline, frames: list[dict], detector: str, flip: bool, 
             "frames": frames}
 
 
+def read_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode an image file to (H, W, 3) uint8 RGB, EXIF orientation applied.
+
+    The size is read from the header first: an image over ``max_pixels`` is refused before any
+    pixel is decoded. GIF (first frame), palette, grey, 16-bit and alpha images are converted
+    (16-bit: the high byte; alpha dropped). Raises AppError (one line, the file's name only).
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+    name = Path(path).name
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise AppError(f"{name}: {w}x{h} px is over this app's limit of {max_pixels / 1e6:.0f} "
+                               "megapixels; downscale it first")
+            im.seek(0)
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+                arr = np.asarray(im).astype(np.int64)
+                high = 255 if arr.max(initial=0) <= 255 else 65535
+                grey = (np.clip(arr, 0, high) * 255 // high).astype(np.uint8)
+                return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
+            return np.ascontiguousarray(np.asarray(im.convert("RGB"), np.uint8))
+    except Image.DecompressionBombError:
+        raise AppError(f"{name}: over this app's limit of {max_pixels / 1e6:.0f} megapixels; downscale it first") \
+            from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        if isinstance(err, AppError):
+            raise
+        raise AppError(f"{name}: cannot read this image (PNG, JPEG, GIF, WebP, BMP or TIFF; damaged file?)") \
+            from None
+
+
+def write_png(out_dir: str | Path, stem: str, image_rgb: np.ndarray) -> str:
+    """Write (H, W, 3) uint8 RGB to a new, uniquely named PNG in ``out_dir`` (temp file, then
+    os.replace): every output has its own file, so a download is never rewritten while read."""
+    import cv2
+    path = Path(out_dir) / f"{stem}-{uuid.uuid4().hex}.png"
+    tmp = path.with_suffix(".tmp.png")
+    if not cv2.imwrite(str(tmp), cv2.cvtColor(np.ascontiguousarray(image_rgb), cv2.COLOR_RGB2BGR)):
+        raise AppError(f"{path.name}: could not write the annotated image (disk full?)")
+    os.replace(tmp, path)
+    return str(path)
+
+
+def eta_text(done: int, total: int, elapsed_s: float) -> str:
+    """"ETA 42 s" from frames done of ``total`` after ``elapsed_s`` seconds ("" before the first)."""
+    if done <= 0 or total <= done:
+        return ""
+    return f"ETA {math.ceil(elapsed_s / done * (total - done))} s"
+
+
 def open_video(path: str | Path):
     """An opened cv2.VideoCapture, its frame rate and frame count; AppError when unreadable or empty."""
     import cv2
@@ -72,14 +130,22 @@ def open_video(path: str | Path):
 
 def process_video(pipe: PosePipeline, path: str | Path, out_path: str | Path, detector: str | None = None,
                   flip: bool = False, smooth: bool = True, conf_threshold: float = 0.3, ellipse_scale: float = 1.0,
-                  progress: Callable[[int, int], None] | None = None, max_frames: int | None = None) -> dict:
-    """Annotate every frame of ``path`` into a VP8 ``.webm`` at ``out_path`` (browser-playable).
+                  progress: Callable[[int, int], None] | None = None, max_frames: int | None = None,
+                  max_seconds: float | None = None) -> dict:
+    """Annotate the frames of ``path`` into a VP8 ``.webm`` at ``out_path`` (browser-playable):
+    all of them, or the first ``max_frames`` / the first ``max_seconds`` of video.
 
-    Returns the JSON document (one record per frame, raw and smoothed keypoints). ``progress(i, n)``
-    is called after each frame. Raises AppError for an unreadable video or one without frames.
+    Returns the JSON document (one record per frame, raw and smoothed keypoints; ``duration_s``
+    the clip's length as its header says, ``truncated`` True when frames were left unread).
+    ``progress(i, n)`` is called after each frame, ``n`` the frames that will be read. Raises
+    AppError for an unreadable video or one without frames.
     """
     import cv2
     cap, fps, count = open_video(path)
+    if max_seconds is not None:
+        limit = max(1, int(max_seconds * fps))
+        max_frames = limit if max_frames is None else min(max_frames, limit)
+    planned = count if max_frames is None else min(count, max_frames) if count > 0 else max_frames
     state, frames, writer = StreamState(), [], None
     try:
         while max_frames is None or len(frames) < max_frames:
@@ -94,11 +160,14 @@ def process_video(pipe: PosePipeline, path: str | Path, out_path: str | Path, de
             writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
             frames.append(frame_record(poses, len(frames), len(frames) / fps))
             if progress is not None:
-                progress(len(frames), max(count, len(frames)))
+                progress(len(frames), max(planned, len(frames)))
+        truncated = max_frames is not None and len(frames) == max_frames and cap.read()[0]
     finally:
         cap.release()
         if writer is not None:
             writer.release()
     if not frames:
         raise AppError(f"{Path(path).name}: the video has no frames")
-    return document(pipe, frames, detector or pipe.default_detector, flip, smooth, fps)
+    doc = document(pipe, frames, detector or pipe.default_detector, flip, smooth, fps)
+    doc.update(duration_s=round(count / fps, 3) if count > 0 else None, truncated=bool(truncated))
+    return doc

@@ -64,15 +64,17 @@ class PosePipeline:
         detector: default detector name (``DETECTORS`` key); detector_model: mediapipe ``.task``.
         checkpoint, checkpoint_3d: where the weights came from (shown as model info).
         notices: lines the UI shows (demo model, detector fallback).
+        download: may a detector fetch its weights on first use (False: ``--no-download``).
     """
 
     def __init__(self, model, model_3d=None, detector: str = "full-frame", detector_model: str | None = None,
                  checkpoint: str | Path | None = None, checkpoint_3d: str | Path | None = None,
-                 notices: tuple[str, ...] = ()):
+                 notices: tuple[str, ...] = (), download: bool = True):
         self.predictor, self.config = Predictor(model), model.config
         self.predictor_3d = Predictor(model_3d) if model_3d is not None else None
         self.default_detector, self.detector_model = detector, detector_model
         self.checkpoint, self.checkpoint_3d, self.notices = checkpoint, checkpoint_3d, tuple(notices)
+        self.download = download
         self._detectors: dict[str, object] = {}
         self._lock = threading.Lock()
         self.frames_processed = 0
@@ -91,7 +93,8 @@ class PosePipeline:
         box of the model's input aspect (a person centred in a webcam view, as the model was trained)."""
         name = name or self.default_detector
         if name not in self._detectors:
-            opts = {"mediapipe": {"model_path": self.detector_model},
+            opts = {"mediapipe": {"model_path": self.detector_model, "download": self.download},
+                    "torchvision": {"download": self.download},
                     "full-frame": {"aspect_wh": self.config.input_hw[1] / self.config.input_hw[0]}}.get(name, {})
             self._detectors[name] = build_detector(name, **opts)
         return self._detectors[name]

@@ -7,7 +7,9 @@ CPU default downloaded once into the Space's cache, else the demo model in asset
 ``RLE_POSE_OFFLINE=1`` forces the demo), ``RLE_DETECTOR`` (default ``auto``: torchvision's COCO
 detector, else mediapipe, else full-frame),
 ``RLE_DEVICE`` (default ``auto``). The server binds to ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT``
-as Spaces set them (0.0.0.0:7860); one webcam stream at a time, each at most ``WEBCAM_TIME_LIMIT_S``.
+as Spaces set them (0.0.0.0:7860); one webcam stream at a time, each at most ``WEBCAM_TIME_LIMIT_S``;
+a video is processed for its first ``MAX_VIDEO_S`` seconds; uploads and outputs expire after
+``CACHE_EXPIRY_S``.
 Nothing runs at import.
 """
 from __future__ import annotations
@@ -18,6 +20,8 @@ from pathlib import Path
 
 WEBCAM_TIME_LIMIT_S = 120
 MAX_FILE_SIZE = "50mb"
+MAX_VIDEO_S = 30.0
+CACHE_EXPIRY_S = 1800
 
 
 def main() -> None:
@@ -30,11 +34,12 @@ def main() -> None:
     env = os.environ.get
     try:
         demo, allowed = build_app(env("RLE_CHECKPOINT"), env("RLE_CHECKPOINT_3D"), env("RLE_DETECTOR", "auto"),
-                                  device=env("RLE_DEVICE", "auto"), webcam_time_limit_s=WEBCAM_TIME_LIMIT_S)
+                                  device=env("RLE_DEVICE", "auto"), webcam_time_limit_s=WEBCAM_TIME_LIMIT_S,
+                                  cache_expiry_s=CACHE_EXPIRY_S, max_video_s=MAX_VIDEO_S)
     except AppError as err:
         raise SystemExit(f"rle_app/space.py: {err}") from None
     demo.queue(default_concurrency_limit=1, max_size=20)
-    demo.launch(max_file_size=MAX_FILE_SIZE, allowed_paths=allowed, show_error=True)
+    demo.launch(max_file_size=MAX_FILE_SIZE, allowed_paths=allowed, show_error=False)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,20 @@ the browser draws each captured frame mirrored before sending it. The stream han
 back, so the model sees the real frame and ``left_wrist`` is the person's left wrist; the annotated
 output shows the real (unmirrored) frame. ``predict_frame``, the non-streaming twin for
 gradio_client, takes real frames and flips nothing.
+
+Resources: image inputs arrive as file paths (gradio decodes nothing) and ``media.read_image``
+refuses one over the pixel cap before decoding it; the image tab's ``gr.State`` keeps the file
+path and the poses, not pixels, and expires after ``STATE_TTL_S``; every output (annotated image,
+video, JSON) is a new uniquely named file in a folder inside gradio's cache, deleted by
+``delete_cache`` after ``cache_expiry_s`` and when the server stops (the folder at exit).
 """
 from __future__ import annotations
 
+import atexit
 import functools
 import json
+import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -34,12 +43,15 @@ from rle_app.detect import DETECTORS
 from rle_app.draw import ELLIPSE_LEVEL, annotate, figure_3d
 from rle_app.errors import AppError
 from rle_app.loading import ASSETS_DIR, DEMO
-from rle_app.media import SIGMA_NOTE, document, frame_record, model_info, process_video
+from rle_app.media import (MAX_IMAGE_PIXELS, MAX_VIDEO_S, SIGMA_NOTE, document, eta_text, frame_record,
+                           model_info, process_video, read_image, write_png)
 from rle_app.pipeline import FramePoses, PosePipeline, StreamState
 from rle_app.units3d import person_mm
 
 MIRROR_PREVIEW = True        # gradio mirrors the webcam preview AND the frames it sends
 STREAM_EVERY_S = 0.05        # capture at most 20 frames/s; frames are skipped while one is pending
+STATE_TTL_S = 1800           # a session's kept (image path, poses) is dropped after 30 min
+CACHE_EXPIRY_S = 3600        # rle-app --cache-expiry-s: uploads and outputs older than this are deleted
 NO_PERSON = "No person found: try another detector (hog, full-frame) or a frame with a whole person"
 
 
@@ -55,8 +67,11 @@ def user_errors(fn):
 
 
 def _write_json(out_dir: Path, stem: str, doc: dict) -> str:
-    path = out_dir / f"{stem}-{uuid.uuid4().hex[:8]}.json"
-    path.write_text(json.dumps(doc))
+    """``doc`` in a new uniquely named file in ``out_dir`` (temp file, then os.replace)."""
+    path = out_dir / f"{stem}-{uuid.uuid4().hex}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, path)
     return str(path)
 
 
@@ -77,9 +92,11 @@ def model_choices(current: str | None) -> list[tuple[str, str]]:
 class Handlers:
     """Event functions of one app (one pipeline, one output folder for videos and JSON files)."""
 
-    def __init__(self, pipe: PosePipeline, out_dir: Path, device: torch.device | None = None):
+    def __init__(self, pipe: PosePipeline, out_dir: Path, device: torch.device | None = None,
+                 max_image_pixels: int = MAX_IMAGE_PIXELS, max_video_s: float | None = MAX_VIDEO_S):
         self.pipe, self.out_dir = pipe, out_dir
         self.device = device or torch.device("cpu")
+        self.max_image_pixels, self.max_video_s = max_image_pixels, max_video_s
 
     @user_errors
     def switch_model(self, name: str, progress=gr.Progress()):
@@ -96,12 +113,14 @@ class Handlers:
         return info_markdown(self.pipe, name), gr.update(choices=model_choices(name), value=name)
 
     def webcam_step(self, frame, state, conf, scale, flip, smooth, detector):
-        """Streamed: one browser frame (mirrored when MIRROR_PREVIEW) -> annotated real frame."""
+        """Streamed: one browser frame file (mirrored when MIRROR_PREVIEW) -> annotated real frame."""
         if frame is None:
             return None, state
         state = state if isinstance(state, StreamState) else StreamState()
-        real = np.ascontiguousarray(frame[:, ::-1]) if MIRROR_PREVIEW else frame
         try:
+            if isinstance(frame, (str, os.PathLike)):     # the app's stream sends files (decoded here, capped)
+                frame = read_image(frame, self.max_image_pixels)
+            real = np.ascontiguousarray(frame[:, ::-1]) if MIRROR_PREVIEW else frame
             poses = self.pipe.run_frame(real, detector, flip, state, smooth)
         except AppError as err:
             raise gr.Error(str(err)) from None
@@ -116,34 +135,44 @@ class Handlers:
 
     @user_errors
     def predict_image(self, image, conf, scale, flip, detector):
-        """RGB image -> annotated image, JSON file path, and (image, poses) kept in gr.State."""
+        """Image file path -> annotated PNG path, JSON file path, and (path, poses) kept in gr.State."""
         if image is None:
             raise AppError("no image: upload one (or pass --image PATH)")
-        image = np.ascontiguousarray(image[..., :3], np.uint8)
-        poses = self.pipe.run_frame(image, detector, flip)
+        rgb = read_image(image, self.max_image_pixels)
+        poses = self.pipe.run_frame(rgb, detector, flip)
         if len(poses.boxes_xyxy) == 0:
             gr.Warning(NO_PERSON)
         doc = document(self.pipe, [frame_record(poses, 0, 0.0)], detector, flip, False)
-        drawn = annotate(image, poses, self.pipe.config, conf, scale)
-        return drawn, _write_json(self.out_dir, "image", doc), (image, poses)
+        drawn = write_png(self.out_dir, "image", annotate(rgb, poses, self.pipe.config, conf, scale))
+        return drawn, _write_json(self.out_dir, "image", doc), (str(image), poses)
 
     def redraw(self, kept, conf, scale):
-        """Sliders moved: draw the kept poses again, without running the model."""
+        """Sliders moved: draw the kept poses again on the image re-read from its file, without
+        running the model (skipped when the file has expired from the cache)."""
         if not kept:
             return gr.skip()
-        image, poses = kept
+        path, poses = kept
         if poses.pred.keypoints.shape[1] != self.pipe.config.num_joints:
             return gr.skip()                     # drawn by a model since swapped for another joint set
-        return annotate(image, poses, self.pipe.config, conf, scale)
+        try:
+            rgb = read_image(path, self.max_image_pixels)
+        except AppError:
+            return gr.skip()
+        return write_png(self.out_dir, "image", annotate(rgb, poses, self.pipe.config, conf, scale))
 
     @user_errors
     def predict_video(self, video, conf, scale, flip, detector, smooth, progress=gr.Progress()):
         """Video path -> annotated .webm path and JSON file path (per frame, raw + smoothed)."""
         if not video:
             raise AppError("no video: upload one (or pass --video PATH)")
-        out = self.out_dir / f"video-{uuid.uuid4().hex[:8]}.webm"
-        report = lambda i, n: progress((i, n), desc="frames", unit="frames")  # noqa: E731
-        doc = process_video(self.pipe, video, out, detector, flip, smooth, conf, scale, report)
+        out, start = self.out_dir / f"video-{uuid.uuid4().hex}.webm", time.monotonic()
+        report = lambda i, n: progress((i, n), desc=f"frames {eta_text(i, n, time.monotonic() - start)}",  # noqa: E731
+                                       unit="frames")
+        doc = process_video(self.pipe, video, out, detector, flip, smooth, conf, scale, report,
+                            max_seconds=self.max_video_s)
+        if doc["truncated"]:
+            gr.Warning(f"Only the first {self.max_video_s:g} s were processed (of {doc['duration_s'] or '?'} s): "
+                       "this app's video limit (rle-app --max-video-s)")
         if not any(f["people"] for f in doc["frames"]):
             gr.Warning(NO_PERSON)
         return str(out), _write_json(self.out_dir, "video", doc)
@@ -181,16 +210,20 @@ def info_markdown(pipe: PosePipeline, model_name: str | None = None) -> str:
 
 def build_demo(pipe: PosePipeline, video_path: str | None = None, image_path: str | None = None,
                detector: str | None = None, webcam_time_limit_s: int | None = None, model_name: str | None = None,
-               device: torch.device | None = None) -> gr.Blocks:
+               device: torch.device | None = None, cache_expiry_s: int = CACHE_EXPIRY_S,
+               max_video_s: float | None = MAX_VIDEO_S, max_image_pixels: int = MAX_IMAGE_PIXELS) -> gr.Blocks:
     """The app: a model picker, Webcam, Video and Image tabs, shared controls, 3D view when a 3D
     model is loaded. ``model_name``: the 2D model's zoo name, "demo", or its path / URL.
+    ``cache_expiry_s``: uploads and outputs are deleted this long after they were written;
+    ``max_video_s``: frames after it are not processed; ``max_image_pixels``: larger images are refused.
 
     Named API endpoints: ``predict_image``, ``predict_video``, ``predict_frame`` (the webcam twin),
     ``switch_model`` (the picker).
     """
-    h = Handlers(pipe, Path(tempfile.mkdtemp(prefix="rle-app-")), device)
+    h = Handlers(pipe, _output_dir(), device, max_image_pixels, max_video_s)
     model_name = model_name or (DEMO if pipe.checkpoint == loading.DEMO_CHECKPOINT else None)
-    with gr.Blocks(title="RLE pose") as demo:
+    every_s = max(1, min(int(cache_expiry_s), 300))
+    with gr.Blocks(title="RLE pose", delete_cache=(every_s, max(1, int(cache_expiry_s)))) as demo:
         gr.Markdown("# RLE pose: keypoints with uncertainty")
         info = gr.Markdown(info_markdown(pipe, model_name), elem_id="model-info")
         picker = gr.Dropdown(model_choices(model_name), value=model_name, label="2D model (zoo; downloaded once)")
@@ -215,6 +248,22 @@ def build_demo(pipe: PosePipeline, video_path: str | None = None, image_path: st
     return demo
 
 
+def limits(cache_expiry_s: int | None = None, max_video_s: float | None = None) -> dict:
+    """``build_demo`` keyword arguments for the given limits (None: the defaults here)."""
+    return {"cache_expiry_s": CACHE_EXPIRY_S if cache_expiry_s is None else cache_expiry_s,
+            "max_video_s": MAX_VIDEO_S if max_video_s is None else max_video_s}
+
+
+def _output_dir() -> Path:
+    """A new folder for this app's outputs inside gradio's cache (so its files are served without a
+    copy and expire with ``delete_cache``); removed with what is left in it when the process exits."""
+    from gradio.utils import get_upload_folder
+    Path(get_upload_folder()).mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix="rle-app-", dir=get_upload_folder()))
+    atexit.register(shutil.rmtree, out, True)
+    return out
+
+
 def _asset(name: str) -> str | None:
     """The generated demo clip / image in assets/ (pre-filled so the tabs work offline), if present."""
     path = ASSETS_DIR / name
@@ -226,14 +275,14 @@ def _webcam_tab(h: Handlers, conf, scale, flip, smooth, det, time_limit_s) -> No
                 "the annotated view shows the real camera frame, so left joints (orange) are the "
                 "person's left. No camera? Use the Video or Image tab.")
     with gr.Row():
-        cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="camera",
+        cam = gr.Image(sources=["webcam"], streaming=True, type="filepath", image_mode=None, label="camera",
                        webcam_options=gr.WebcamOptions(mirror=MIRROR_PREVIEW))
         cam_out = gr.Image(label="annotated", format="jpeg", elem_id="webcam-annotated")
-    state = gr.State(None)
+    state = gr.State(None, time_to_live=STATE_TTL_S)
     cam.stream(h.webcam_step, [cam, state, conf, scale, flip, smooth, det], [cam_out, state],
                stream_every=STREAM_EVERY_S, time_limit=time_limit_s, concurrency_limit=1,
                show_progress="hidden", api_name="predict_frame_stream")
-    twin_in, twin_out = gr.Image(visible=False, type="numpy"), gr.Image(visible=False, format="png")
+    twin_in, twin_out = gr.Image(visible=False, type="filepath", image_mode=None), gr.Image(visible=False)
     twin_json = gr.File(visible=False)
     gr.Button(visible=False).click(h.predict_frame, [twin_in, conf, scale, flip, det], [twin_out, twin_json],
                                    api_name="predict_frame")
@@ -241,11 +290,12 @@ def _webcam_tab(h: Handlers, conf, scale, flip, smooth, det, time_limit_s) -> No
 
 def _image_tab(h: Handlers, image_path, conf, scale, flip, det) -> None:
     with gr.Row():
-        iin = gr.Image(value=image_path or _asset("demo.jpg"), type="numpy", sources=["upload", "clipboard"], label="image")
-        iout = gr.Image(label="annotated", format="png")
+        iin = gr.Image(value=image_path or _asset("demo.jpg"), type="filepath", image_mode=None,
+                       sources=["upload", "clipboard"], label="image")
+        iout = gr.Image(label="annotated")
     ibtn = gr.Button("Estimate poses", variant="primary")
     ijson = gr.File(label="keypoints JSON")
-    kept = gr.State(None)
+    kept = gr.State(None, time_to_live=STATE_TTL_S)
     run = ibtn.click(h.predict_image, [iin, conf, scale, flip, det], [iout, ijson, kept], api_name="predict_image")
     for slider in (conf, scale):
         slider.change(h.redraw, [kept, conf, scale], iout, api_visibility="private", show_progress="hidden")

@@ -58,7 +58,8 @@ def test_webcam_frames_are_unmirrored_so_left_stays_left(tmp_path):
     assert pipe.predictor.last.keypoints[0, LEFT_WRIST, 0] == pytest.approx(24.5)
     assert drawn.shape == real.shape and state.frames == 1
     # the non-streaming twin takes real frames as they are
-    h.predict_frame(real, 0.3, 1.0, False, "full-frame")
+    cv2.imwrite(str(tmp_path / "real.png"), real[..., ::-1])   # the twin takes an image file (RGB -> BGR)
+    h.predict_frame(str(tmp_path / "real.png"), 0.3, 1.0, False, "full-frame")
     assert pipe.predictor.last.keypoints[0, LEFT_WRIST, 0] == pytest.approx(24.5)
 
 
@@ -144,14 +145,16 @@ def test_3d_view_redraws_from_kept_poses_at_the_chosen_angle(tmp_path):
     small = dict(input_hw=(64, 48))
     pipe = pl.PosePipeline(build_model(coco_config("resnet18", **small)).eval(),
                            build_model(h36m_config("resnet18", **small)).eval(), detector="full-frame")
-    image = np.full((96, 128, 3), 100, np.uint8)
-    drawn, json_path, kept = Handlers(pipe, tmp_path).predict_image(image, 0.3, 1.0, False, "full-frame")
+    cv2.imwrite(str(tmp_path / "in.png"), np.full((96, 128, 3), 100, np.uint8))
+    drawn, json_path, kept = Handlers(pipe, tmp_path).predict_image(str(tmp_path / "in.png"), 0.3, 1.0, False,
+                                                                    "full-frame")
     person = json.loads(open(json_path).read())["frames"][0]["people"][0]
     assert len(person["keypoints_3d"]) == 18 and len(person["keypoints_3d"][0]) == 3
     fig = Handlers(pipe, tmp_path).plot_3d(kept, 0, 20, 30)
     assert (fig.axes[0].elev, fig.axes[0].azim) == (20, 30)
     redrawn = Handlers(pipe, tmp_path).redraw(kept, 0.0, 2.0)   # sliders: no model run
-    assert redrawn.shape == drawn.shape and pipe.frames_processed == 1
+    assert cv2.imread(redrawn).shape == cv2.imread(drawn).shape == (96, 128, 3) and pipe.frames_processed == 1
+    assert redrawn != drawn                                      # a new file: a download is never rewritten
 
 
 def test_3d_mm_use_the_3d_models_own_non_square_crop():
