@@ -142,7 +142,7 @@ def test_only_rank_0_writes_into_the_run_directory(two_process_run):
     rank0 = json.loads((out / "writes_rank0.json").read_text())
     rank1 = json.loads((out / "writes_rank1.json").read_text())
     names = {Path(w).name for w in rank0}
-    assert {"last.pth", "epoch_002.pth", "metrics.jsonl", "config.yaml"} <= names, names   # the hook sees writes
+    assert {"last.pth", "best.pth", "metrics.jsonl", "config.yaml"} <= names, names   # the hook sees writes
     assert rank1 == []
 
 
