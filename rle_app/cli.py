@@ -3,7 +3,7 @@
     rle-app [--checkpoint NAME|URL|PATH] [--checkpoint-3d NAME|URL|PATH] [--webcam | --video PATH |
             --image PATH] [--detector auto|torchvision|mediapipe|hog|full-frame] [--host 127.0.0.1]
             [--port 7860] [--share] [--device auto] [--offline] [--list-models]
-            [--cache-expiry-s 3600] [--max-video-s 120]
+            [--cache-expiry-s 3600] [--max-video-s 120] [--max-request-mb 200]
 
 Without ``--checkpoint`` a real model is used (``rle_app.loading.default_checkpoint``: a cached zoo
 model, else the device's default downloaded once); offline, the demo model in ``assets/`` (trained
@@ -11,7 +11,8 @@ on generated figures only). Every user error (missing file, unknown name, 2D/3D 
 detector, a CUDA device the machine lacks, a busy port) is one click error line, exit code 1.
 
 Limits of the running app (README "Stability"): an upload is at most ``MAX_FILE_SIZE`` (larger:
-HTTP 413), an image at most ``media.MAX_IMAGE_PIXELS`` (refused before decoding), a video is
+HTTP 413), one request (several files) at most ``--max-request-mb`` (``request_limit``; larger:
+HTTP 413, nothing stored), an image at most ``media.MAX_IMAGE_PIXELS`` (refused before decoding), a video is
 processed for its first ``--max-video-s`` seconds; uploads and outputs are deleted after
 ``--cache-expiry-s`` and when the server stops. Errors the app did not phrase itself (gradio's
 own) are shown without their details (``show_error=False``), so no server path reaches a client;
@@ -26,6 +27,7 @@ from pathlib import Path
 import click
 
 MAX_FILE_SIZE = "100mb"
+MAX_REQUEST_MB = 200   # one upload request, several files together (twice MAX_FILE_SIZE)
 
 
 def build_app(checkpoint: str | None = None, checkpoint_3d: str | None = None, detector: str = "auto",
@@ -99,10 +101,13 @@ def check_port(host: str, port: int | None) -> None:
               "were written, and all of them when the app stops.")
 @click.option("--max-video-s", type=click.FloatRange(min=0, min_open=True), default=120, show_default=True,
               help="Process at most this many seconds of an uploaded video (the rest is not read).")
+@click.option("--max-request-mb", type=click.FloatRange(min=0, min_open=True), default=MAX_REQUEST_MB,
+              show_default=True, help="Refuse (HTTP 413) a request, e.g. one upload of several files, over "
+              "this many MB; nothing of it is stored.")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads (1 is fastest for the demo "
               "model on a busy machine; default: torch's choice).")
 def main(checkpoint, checkpoint_3d, start, video, image, detector, detector_model, download, host, port,
-         share, device, offline, list_models, cache_expiry_s, max_video_s, threads) -> None:
+         share, device, offline, list_models, cache_expiry_s, max_video_s, max_request_mb, threads) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     if list_models:
         from models.zoo import format_table
@@ -112,6 +117,7 @@ def main(checkpoint, checkpoint_3d, start, video, image, detector, detector_mode
         import torch
         torch.set_num_threads(threads)
     from rle_app.errors import AppError
+    from rle_app.request_limit import app_kwargs
     if sum(bool(x) for x in (start, video, image)) > 1:
         raise click.UsageError("give one of --webcam, --video PATH, --image PATH")
     try:
@@ -124,7 +130,7 @@ def main(checkpoint, checkpoint_3d, start, video, image, detector, detector_mode
     demo.queue(default_concurrency_limit=1)
     try:
         demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_FILE_SIZE,
-                    allowed_paths=allowed, show_error=False)
+                    allowed_paths=allowed, show_error=False, app_kwargs=app_kwargs(max_request_mb))
     except OSError as err:   # the port was taken between the check and the launch
         raise click.ClickException(f"--port {port}: {str(err).splitlines()[0]}") from None
 

@@ -8,7 +8,8 @@ CPU default downloaded once into the Space's cache, else the demo model in asset
 detector, else mediapipe, else full-frame),
 ``RLE_DEVICE`` (default ``auto``). The server binds to ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT``
 as Spaces set them (0.0.0.0:7860); one webcam stream at a time, each at most ``WEBCAM_TIME_LIMIT_S``;
-a video is processed for its first ``MAX_VIDEO_S`` seconds; uploads and outputs expire after
+a video is processed for its first ``MAX_VIDEO_S`` seconds; an upload is at most
+``MAX_FILE_SIZE`` per file and ``MAX_REQUEST_MB`` per request; uploads and outputs expire after
 ``CACHE_EXPIRY_S``.
 Nothing runs at import.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 
 WEBCAM_TIME_LIMIT_S = 120
 MAX_FILE_SIZE = "50mb"
+MAX_REQUEST_MB = 100   # one upload request, several files together
 MAX_VIDEO_S = 30.0
 CACHE_EXPIRY_S = 1800
 
@@ -31,6 +33,7 @@ def main() -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from rle_app.cli import build_app
     from rle_app.errors import AppError
+    from rle_app.request_limit import app_kwargs
     env = os.environ.get
     try:
         demo, allowed = build_app(env("RLE_CHECKPOINT"), env("RLE_CHECKPOINT_3D"), env("RLE_DETECTOR", "auto"),
@@ -39,7 +42,8 @@ def main() -> None:
     except AppError as err:
         raise SystemExit(f"rle_app/space.py: {err}") from None
     demo.queue(default_concurrency_limit=1, max_size=20)
-    demo.launch(max_file_size=MAX_FILE_SIZE, allowed_paths=allowed, show_error=False)
+    demo.launch(max_file_size=MAX_FILE_SIZE, allowed_paths=allowed, show_error=False,
+                app_kwargs=app_kwargs(MAX_REQUEST_MB))
 
 
 if __name__ == "__main__":

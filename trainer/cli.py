@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import click
-import numpy as np
 
 DEFAULT_PRESETS = {"coco": "256x192_res50_regress-flow", "h36m": "256x192_res50_3d_h36mmpii-flow"}
 SYNTHETIC_PRESETS = {"coco": "synthetic-coco", "h36m": "synthetic-h36m"}
@@ -190,13 +189,10 @@ def _write_out(path: str, payload: dict) -> None:
 
 def _warn_truncated(dataset) -> None:
     """One warning line counting cut-off JPEGs (evaluated as OpenCV decodes them: grey below)."""
-    from trainer.data.images import truncated_jpegs
-    names = [dataset.instances.image_files[i] for i in np.unique(dataset.instances.image_index)]
-    bad = truncated_jpegs([dataset.image_dir / n for n in names])
-    if bad:
-        click.echo(f"warning: {len(bad)} of {len(names)} images are truncated JPEGs ({', '.join(map(str, bad[:3]))}"
-                   f"{', ...' if len(bad) > 3 else ''}); they are evaluated as decoded (grey below the cut)",
-                   err=True)
+    from trainer.data.dataset import truncated_note
+    note = truncated_note(dataset, "evaluated")
+    if note:
+        click.echo(note, err=True)
 
 
 @click.group(help="Evaluate RLE checkpoints (project or official).")

@@ -13,6 +13,7 @@ import torch.distributed as dist
 from models.build import build_model
 from trainer.config import ConfigError, TrainConfig, model_head_for_loss
 from trainer.data.coco import AnnotationWarning
+from trainer.data.dataset import truncated_note
 from trainer.data.h36m import H36MDataWarning
 from trainer.engine import Runtime, build_optimizer, is_better, setup_runtime, train_one_epoch
 from trainer.init_from import init_backbone_from
@@ -73,6 +74,9 @@ def fit(cfg: TrainConfig, resume: str | None = None, max_steps_per_epoch: int | 
     del ckpt
     train_model = _wrap(model, rt, cfg.compile)
     train_loader = task.train_loader(cfg, rt.rank, rt.world_size)
+    note = truncated_note(train_loader.dataset, "trained on") if rt.is_main else None
+    if note:   # once per run: a tail check per image, nothing in the data pipeline
+        echo(note)
     if rt.is_main and cfg.data.image_decode == "reduced":
         if cfg.data.image_cache:   # (a relative cache is under the data root)
             echo(f"images: restart-marker copies in {Path(cfg.data.data_root) / cfg.data.image_cache} "

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import re
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,13 +65,8 @@ def save_training_checkpoint(run_dir: Path, model: PoseModel, optimizer, schedul
                  scheduler=scheduler.state_dict(), epoch=epoch, step=step, best=best,
                  best_epoch=best_epoch, record=record, rng=rng)
     last = run_dir / "last.pth"
-    try:
+    with _full_disk_is_one_line(last, _tensor_bytes([model.state_dict(), extra]), "the previous last.pth is intact"):
         save_checkpoint(last, model, **extra)
-    except (OSError, RuntimeError) as err:
-        full = _disk_error(err, last, _tensor_bytes([model.state_dict(), extra]))
-        if full is None:
-            raise
-        raise full from None
     link_epoch_files(run_dir, epoch, best_epoch, train_config.get("save_every_epochs", 0))
     return last
 
@@ -94,7 +91,21 @@ def _tensor_bytes(obj) -> int:
     return 0
 
 
-def _disk_error(err: Exception, path: Path, need_bytes: int) -> CheckpointError | None:
+@contextmanager
+def _full_disk_is_one_line(path: Path, need_bytes: int, intact: str):
+    """Run the block writing ``path`` (~``need_bytes``); a full disk in it becomes one
+    ``CheckpointError`` line (``_disk_error``) ending with ``intact`` (what the failed write left
+    whole); other errors propagate unchanged."""
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        full = _disk_error(err, path, need_bytes, intact)
+        if full is None:
+            raise
+        raise full from None
+
+
+def _disk_error(err: Exception, path: Path, need_bytes: int, intact: str) -> CheckpointError | None:
     """A one-line error when ``err`` is a full disk (ENOSPC, or torch's writer failing with too
     little free space left for the file), else None (the error is not about space)."""
     free = shutil.disk_usage(path.parent).free
@@ -102,19 +113,24 @@ def _disk_error(err: Exception, path: Path, need_bytes: int) -> CheckpointError 
         isinstance(err, RuntimeError) and "write" in str(err).lower() and free < need_bytes)
     if not full:
         return None
-    return CheckpointError(f"{path}: no space left on device (need ~{need_bytes / 1e6:.0f} MB, "
-                           f"{free / 1e6:.0f} MB free); the previous {path.name} is intact: free space "
-                           "and resume with --resume auto")
+    return CheckpointError(f"{path}: no space left on device (need ~{_size(need_bytes)}, {_size(free)} free); "
+                           f"{intact}: free space and resume with --resume auto")
+
+
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes / 1e6:.0f} MB" if n_bytes >= 1e6 else f"{math.ceil(n_bytes / 1e3)} kB"
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
-    """Make ``dst`` the same file as ``src`` atomically (hard link when possible, else a copy)."""
-    with atomic_path(dst) as tmp:
-        tmp.unlink()                      # os.link needs a free name; atomic_path reserved this one
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
+    """Make ``dst`` the same file as ``src`` atomically (hard link when possible, else a copy);
+    a full disk is one line (``dst`` keeps its previous content)."""
+    with _full_disk_is_one_line(dst, src.stat().st_size, f"{src.name} and any previous {dst.name} are intact"):
+        with atomic_path(dst) as tmp:
+            tmp.unlink()                      # os.link needs a free name; atomic_path reserved this one
+            try:
+                os.link(src, tmp)
+            except OSError:
+                shutil.copyfile(src, tmp)
 
 
 def remove_temp_files(run_dir: Path) -> tuple[int, int]:
@@ -149,7 +165,9 @@ def repair_run(run_dir: Path, state: ResumeState) -> list[str]:
         dropped = len(lines) - sum(line in kept for line in lines)
         if dropped:
             notes.append(f"metrics.jsonl: {dropped} lines after the checkpoint dropped")
-        write_bytes_atomic(log, "".join(line + "\n" for line in kept).encode("utf-8"))
+        data = "".join(line + "\n" for line in kept).encode("utf-8")
+        with _full_disk_is_one_line(log, len(data), "the previous metrics.jsonl is intact"):
+            write_bytes_atomic(log, data)
     return notes
 
 
@@ -225,8 +243,20 @@ class MetricsLog:
                 self._tb = None
 
     def write(self, record: dict) -> None:
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        """Append ``record`` as one line; a full disk is one line and leaves no part-line behind."""
+        line = (json.dumps(record) + "\n").encode("utf-8")
+        with _full_disk_is_one_line(self.path, len(line), "its earlier lines are intact"):
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                size, rest = os.fstat(fd).st_size, memoryview(line)
+                try:
+                    while rest:
+                        rest = rest[os.write(fd, rest):]
+                except OSError:
+                    os.ftruncate(fd, size)   # no part-line (freeing space cannot fail for want of it)
+                    raise
+            finally:
+                os.close(fd)
         if self._tb is not None:
             step = record.get("step", 0)
             for key, value in record.items():
@@ -239,5 +269,7 @@ class MetricsLog:
 
 
 def write_run_config(run_dir: Path, train_config: dict) -> None:
-    """The resolved config as YAML in the run directory (atomic)."""
-    write_bytes_atomic(run_dir / "config.yaml", yaml.safe_dump(train_config, sort_keys=False).encode("utf-8"))
+    """The resolved config as YAML in the run directory (atomic; a full disk is one line)."""
+    data = yaml.safe_dump(train_config, sort_keys=False).encode("utf-8")
+    with _full_disk_is_one_line(run_dir / "config.yaml", len(data), "any previous config.yaml is intact"):
+        write_bytes_atomic(run_dir / "config.yaml", data)

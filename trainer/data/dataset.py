@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
 from models.skeleton import JointSet
-from trainer.data.images import ImageReadError, JpegReader, RestartCache
+from trainer.data.images import ImageReadError, JpegReader, RestartCache, truncated_jpegs
 from trainer.data.transforms import EvalTransform, Instance, PoseSample
 
 
@@ -184,6 +184,29 @@ def collate(samples: list[PoseSample | None]) -> PoseBatch | None:
                      stack("crop_from_image", np.float32), stack("center_px", np.float32),
                      stack("size_px", np.float32), stack("image_id", np.int64), stack("ann_id", np.int64),
                      stack("score", np.float32))
+
+
+def image_paths(dataset: Dataset) -> list[Path]:
+    """The image files a data set reads, each once: a ``TopDownDataset``'s, or those of the parts
+    of a mix (``first``/``second``, as mpii.MixedDataset) or a ConcatDataset (``datasets``)."""
+    if isinstance(dataset, TopDownDataset):
+        s = dataset.instances
+        return [dataset.image_dir / s.image_files[i] for i in np.unique(s.image_index)]
+    parts = [getattr(dataset, n) for n in ("first", "second") if hasattr(dataset, n)]
+    return [p for part in parts + list(getattr(dataset, "datasets", ())) for p in image_paths(part)]
+
+
+def truncated_note(dataset: Dataset, use: str) -> str | None:
+    """One warning line counting the data set's cut-off JPEGs (``images.truncated_jpegs``: the end
+    marker checked in each file's last 4 kB, no decode), naming three; None when there are none.
+    ``use`` says what happens to them ("evaluated", "trained on")."""
+    paths = image_paths(dataset)
+    bad = truncated_jpegs(paths)
+    if not bad:
+        return None
+    more = ", ..." if len(bad) > 3 else ""
+    return (f"warning: {len(bad)} of {len(paths)} images are truncated JPEGs ({', '.join(map(str, bad[:3]))}"
+            f"{more}); they are {use} as decoded (grey below the cut)")
 
 
 def seed_worker(worker_id: int) -> None:
