@@ -144,6 +144,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> P
         config, state = foreign_config_and_state(state, Path(path).name)
     model = build_model(config)
     _load_state(model, state, path)
+    model.checkpoint_path = Path(path)      # where models.export caches the model's ONNX graph
     return model.to(device).eval()
 
 
