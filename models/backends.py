@@ -38,9 +38,9 @@ class OnnxRuntimeRunner:
         threads: intra-op threads; default torch's current count (both backends alike).
     """
 
-    def __init__(self, path, config, device: torch.device = torch.device("cpu"), threads: int | None = None) -> None:
+    def __init__(self, path, config, device: torch.device | None = None, threads: int | None = None) -> None:
         import onnxruntime as ort
-        providers = ["CPUExecutionProvider"]
+        providers, device = ["CPUExecutionProvider"], device or torch.device("cpu")
         if device.type == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise ExportError("--backend onnxruntime on cuda: this onnxruntime has no CUDA provider "
