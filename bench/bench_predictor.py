@@ -1,11 +1,16 @@
 """Per-crop inference latency and the Predictor's overhead beyond the forward pass (CPU).
 
     python bench/bench_predictor.py [--backbones resnet50 mobilenetv3_large_100] [--repeats 5]
+    python bench/bench_predictor.py --backends [--backbones resnet50 mobilenetv2_100] [--batches 1 8]
 
 For each backbone and batch size: the forward pass per crop (the model on ready uint8 tensors), the
 Predictor's own work per crop (crop warps from a 640x480 image + decoding to image pixels and
 covariances), and the whole Predictor call. The stages are timed interleaved, best of N, so that
 load from other processes hits them alike. Overhead = own work / forward; target <= 10 %.
+
+With ``--backends``: the forward pass per crop of torch eager and ONNX Runtime (the graph
+``models.export`` writes, uint8 crops, same thread count), interleaved in one run, and their ratio
+(target: ONNX Runtime >= 1.5x torch eager on ResNet-50, batch 1).
 """
 from __future__ import annotations
 
@@ -54,12 +59,42 @@ def measure(backbone: str, batch: int, repeats: int) -> tuple[float, float, floa
     return tuple(t / batch for t in times)
 
 
+def measure_backends(backbone: str, batch: int, repeats: int, folder: str) -> tuple[float, float]:
+    """(torch eager, ONNX Runtime) seconds per crop of the forward pass on random uint8 crops."""
+    from models.backends import OnnxRuntimeRunner
+    from models.export import export_onnx, random_crops
+    model = build_model(coco_config(backbone)).eval()
+    path = export_onnx(model, os.path.join(folder, f"{backbone}.onnx")).path
+    runner = OnnxRuntimeRunner(path, model.config)
+    x = random_crops(model.config, batch)
+    with torch.inference_mode():
+        times = best_of_interleaved([lambda: model(x), lambda: runner(x)], repeats)
+    return tuple(t / batch for t in times)
+
+
+def main_backends(args) -> None:
+    import tempfile
+
+    import onnxruntime
+    print(f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, {torch.get_num_threads()} threads, "
+          f"input 256x192, CPU, forward ms/crop (best of {args.repeats})")
+    print(f"{'backbone':<20}{'batch':>6}{'torch eager':>13}{'onnxruntime':>13}{'speed-up':>10}")
+    with tempfile.TemporaryDirectory() as folder:
+        for name in args.backbones:
+            for batch in args.batches:
+                eager, fast = measure_backends(name, batch, args.repeats, folder)
+                print(f"{name:<20}{batch:>6}{eager * 1e3:>13.2f}{fast * 1e3:>13.2f}{eager / fast:>9.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", nargs="+", default=["resnet50", "mobilenetv3_large_100"])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 16])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--backends", action="store_true", help="torch eager vs ONNX Runtime instead")
     args = parser.parse_args()
+    if args.backends:
+        return main_backends(args)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, input 256x192, CPU")
     print(f"{'backbone':<24}{'batch':>6}{'forward ms/crop':>17}{'crop+decode ms/crop':>21}"
           f"{'predictor ms/crop':>19}{'overhead':>10}")

@@ -141,6 +141,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> P
     config, state = config_and_state(read_checkpoint(path), path)
     model = build_model(config)
     _load_state(model, state, path)
+    model.checkpoint_path = Path(path)      # where models.export caches the model's ONNX graph
     return model.to(device).eval()
 
 

@@ -2,8 +2,8 @@
 
     rle-app [--checkpoint NAME|URL|PATH] [--checkpoint-3d NAME|URL|PATH] [--webcam | --video PATH |
             --image PATH] [--detector auto|torchvision|mediapipe|hog|full-frame] [--host 127.0.0.1]
-            [--port 7860] [--share] [--device auto] [--offline] [--list-models]
-            [--cache-expiry-s 3600] [--max-video-s 120] [--max-request-mb 200]
+            [--port 7860] [--share] [--device auto] [--backend auto|torch|onnxruntime] [--offline]
+            [--list-models] [--cache-expiry-s 3600] [--max-video-s 120] [--max-request-mb 200]
 
 Without ``--checkpoint`` a real model is used (``rle_app.loading.default_checkpoint``: a cached zoo
 model, else the device's default downloaded once); offline, the demo model in ``assets/`` (trained
@@ -33,10 +33,12 @@ MAX_REQUEST_MB = 200   # one upload request, several files together (twice MAX_F
 def build_app(checkpoint: str | None = None, checkpoint_3d: str | None = None, detector: str = "auto",
               detector_model: str | None = None, device: str = "auto", video: str | None = None,
               image: str | None = None, download: bool = True, webcam_time_limit_s: int | None = None,
-              offline: bool = False, cache_expiry_s: int | None = None, max_video_s: float | None = None):
+              offline: bool = False, cache_expiry_s: int | None = None, max_video_s: float | None = None,
+              backend: str = "auto"):
     """Load the models and build the Blocks; returns (demo, allowed_paths). Raises AppError.
 
     ``checkpoint`` None: ``default_checkpoint`` (a real model unless ``offline``; see loading).
+    ``backend``: the Predictors' (``rle_app.loading.check_backend``; auto: the faster, measured at load).
     ``video`` / ``image`` pre-fill their tabs (and select the tab); allowed_paths are the assets
     folder and those files, nothing else. ``download`` False: no detector ever tries a download
     (at start or per request). ``cache_expiry_s`` / ``max_video_s``: see ``ui.build_demo`` (None:
@@ -44,18 +46,25 @@ def build_app(checkpoint: str | None = None, checkpoint_3d: str | None = None, d
     """
     from rle_app.detect import resolve_detector
     from rle_app.errors import AppError
-    from rle_app.loading import ASSETS_DIR, load_app_models, resolve_device
+    from rle_app.loading import ASSETS_DIR, check_backend, load_app_models, resolve_device
     from rle_app.pipeline import PosePipeline
     from rle_app.ui import build_demo, limits
     for option, path in (("--video", video), ("--image", image), ("--detector-model", detector_model)):
         if path and not Path(path).is_file():
             raise AppError(f"{option} {path}: no such file")
     dev = resolve_device(device)
+    check_backend(backend, dev)
     model, model_3d, path_2d, spec, model_notices = load_app_models(checkpoint, checkpoint_3d, dev, offline)
     name, notice = resolve_detector(detector, detector_model, download and not offline)
     notices = list(model_notices) + ([notice] if notice else [])
-    pipe = PosePipeline(model, model_3d, detector=name, detector_model=detector_model, checkpoint=path_2d,
-                        checkpoint_3d=checkpoint_3d, notices=tuple(notices), download=download and not offline)
+    from models.export import ExportError
+    from models.files import CacheNotWritable
+    try:
+        pipe = PosePipeline(model, model_3d, detector=name, detector_model=detector_model, checkpoint=path_2d,
+                            checkpoint_3d=checkpoint_3d, notices=tuple(notices), download=download and not offline,
+                            backend=backend)
+    except (ExportError, CacheNotWritable) as err:
+        raise AppError(f"--backend {backend}: {err}") from None
     demo = build_demo(pipe, video_path=video, image_path=image, webcam_time_limit_s=webcam_time_limit_s,
                       model_name=spec, device=dev, **limits(cache_expiry_s, max_video_s))
     allowed = [str(ASSETS_DIR)] + [str(Path(p).resolve()) for p in (video, image) if p]
@@ -93,6 +102,9 @@ def check_port(host: str, port: int | None) -> None:
 @click.option("--port", default=7860, show_default=True, type=int)
 @click.option("--share", is_flag=True, help="Also open a public gradio.live link.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
+@click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "torch", "onnxruntime"]),
+              help="Inference: torch, ONNX Runtime (the graph is exported once and cached beside the checkpoint), "
+              "or auto: the faster of the two, measured at load (torch on a GPU).")
 @click.option("--offline", is_flag=True, help="No downloads: without --checkpoint the demo model "
               "(also RLE_POSE_OFFLINE=1).")
 @click.option("--list-models", is_flag=True, help="List the zoo's models (size, accuracy, cached) and exit.")
@@ -107,7 +119,8 @@ def check_port(host: str, port: int | None) -> None:
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads (1 is fastest for the demo "
               "model on a busy machine; default: torch's choice).")
 def main(checkpoint, checkpoint_3d, start, video, image, detector, detector_model, download, host, port,
-         share, device, offline, list_models, cache_expiry_s, max_video_s, max_request_mb, threads) -> None:
+         share, device, backend, offline, list_models, cache_expiry_s, max_video_s, max_request_mb,
+         threads) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     if list_models:
         from models.zoo import format_table
@@ -124,7 +137,7 @@ def main(checkpoint, checkpoint_3d, start, video, image, detector, detector_mode
         check_port(host, port)
         demo, allowed = build_app(checkpoint, checkpoint_3d, detector, detector_model, device,
                                   video, image, download, offline=offline, cache_expiry_s=cache_expiry_s,
-                                  max_video_s=max_video_s)
+                                  max_video_s=max_video_s, backend=backend)
     except AppError as err:
         raise click.ClickException(str(err)) from None
     demo.queue(default_concurrency_limit=1)

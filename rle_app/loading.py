@@ -47,6 +47,20 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def check_backend(backend: str, device: torch.device) -> None:
+    """``--backend onnxruntime`` needs onnxruntime (and its CUDA provider on a GPU); else ``AppError``."""
+    if backend != "onnxruntime":
+        return
+    try:
+        import onnxruntime
+    except ImportError:
+        raise AppError("--backend onnxruntime: onnxruntime is not installed (pip install onnxruntime onnx), "
+                       "or use --backend torch") from None
+    if device.type == "cuda" and "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        raise AppError("--backend onnxruntime on cuda: this onnxruntime has no CUDA provider "
+                       "(pip install onnxruntime-gpu), or use --backend torch / --device cpu")
+
+
 def _load(spec: str | Path, dims: int, option: str, device: torch.device, report=None):
     text = str(spec)
     if text not in zoo.ZOO and not text.startswith(("http://", "https://")) and not Path(text).is_file() \

@@ -65,13 +65,15 @@ class PosePipeline:
         checkpoint, checkpoint_3d: where the weights came from (shown as model info).
         notices: lines the UI shows (demo model, detector fallback).
         download: may a detector fetch its weights on first use (False: ``--no-download``).
+        backend: the Predictors' inference backend (auto, torch, onnxruntime: ``models.backends``).
     """
 
     def __init__(self, model, model_3d=None, detector: str = "full-frame", detector_model: str | None = None,
                  checkpoint: str | Path | None = None, checkpoint_3d: str | Path | None = None,
-                 notices: tuple[str, ...] = (), download: bool = True):
-        self.predictor, self.config = Predictor(model), model.config
-        self.predictor_3d = Predictor(model_3d) if model_3d is not None else None
+                 notices: tuple[str, ...] = (), download: bool = True, backend: str = "torch"):
+        self.backend = backend
+        self.predictor, self.config = Predictor(model, backend=backend), model.config
+        self.predictor_3d = Predictor(model_3d, backend=backend) if model_3d is not None else None
         self.default_detector, self.detector_model = detector, detector_model
         self.checkpoint, self.checkpoint_3d, self.notices = checkpoint, checkpoint_3d, tuple(notices)
         self.download = download
@@ -84,7 +86,7 @@ class PosePipeline:
         """Run ``model`` (2D) from now on (the UI's model picker); detectors shaped by the old model's
         input aspect are rebuilt on next use."""
         with self._lock:
-            self.predictor, self.config = Predictor(model), model.config
+            self.predictor, self.config = Predictor(model, backend=self.backend), model.config
             self.checkpoint, self.notices = checkpoint, tuple(notices)
             self._detectors.clear()
 

@@ -19,11 +19,14 @@ def one_line_errors(fn):
         from models.checkpoint import CheckpointError
         from trainer.config import ConfigError
         from trainer.data.dataset import DatasetError
+        from models.export import ExportError
+        from models.files import CacheNotWritable
         from models.zoo import ZooError
         from trainer.engine import NonFiniteLossError, peer_lost_message
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, DatasetError, CheckpointError, BackboneError, NonFiniteLossError, ZooError) as err:
+        except (ConfigError, DatasetError, CheckpointError, BackboneError, NonFiniteLossError, ZooError,
+                ExportError, CacheNotWritable) as err:
             raise click.ClickException(str(err)) from None
         except RuntimeError as err:   # under torchrun: a peer died or hung -> one line, not a traceback
             message = peer_lost_message(err)
@@ -153,6 +156,15 @@ def _load_for_eval(checkpoint: str, dims: int, device):
     return model
 
 
+def _runner(model, backend: str, device):
+    """The model, or its ONNX Runtime runner (``models.backends``), for ``--backend``."""
+    from models.backends import make_runner
+    runner, used = make_runner(model, backend, device)
+    if backend == "auto":
+        click.echo(f"--backend auto: {used}", err=True)
+    return runner
+
+
 def _check_image_cache(image_decode: str, image_cache: str | None, data_root: str | None = None,
                        image_dirs: tuple[str, ...] = ()) -> None:
     """Restart copies serve region decoding only: refuse ``--image-cache`` with full decoding, and
@@ -218,9 +230,11 @@ def eval_main() -> None:
               "crop's region, DCT-scaled for large boxes (faster, slightly different AP; README).")
 @click.option("--image-cache", help="With --image-decode reduced: folder for restart-marker copies of the "
               "images (see rle-train --help).")
+@click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime"]), default="torch", show_default=True,
+              help="Inference backend (ONNX Runtime: the graph is exported once and cached beside the checkpoint).")
 @one_line_errors
 def eval_coco(checkpoint, data_root, boxes, score_threshold, flip, out_path, results_path,
-              batch_size, workers, device, val_dir, image_decode, image_cache) -> None:
+              batch_size, workers, device, val_dir, image_decode, image_cache, backend) -> None:
     from trainer.config import DataConfig, TrainConfig
     from trainer.data.dataset import DatasetError
     from trainer.data.coco import build_val_loader
@@ -243,7 +257,7 @@ def eval_coco(checkpoint, data_root, boxes, score_threshold, flip, out_path, res
     loader.dataset.require_images(f"check --data-root (it must hold {val_dir}/) and --val-dir")
     _warn_truncated(loader.dataset)
     gt_json = Path(data_root) / data.val_annotation_file
-    metrics, calib = evaluate_coco_loader(model, loader, gt_json, dev, flip, detected, results_path)
+    metrics, calib = evaluate_coco_loader(_runner(model, backend, dev), loader, gt_json, dev, flip, detected, results_path)
     click.echo(metrics.format_table())
     if calib is not None:
         click.echo("\nsigma vs error (visible joints, box-normalised):\n" + calib.format_table())
@@ -273,9 +287,11 @@ H36M_TEST_FILE = "annotations/Sample_64_test_Human36M_protocol_2.json"
               "crop's region, DCT-scaled for large boxes (faster, slightly different AP; README).")
 @click.option("--image-cache", help="With --image-decode reduced: folder for restart-marker copies of the "
               "images (see rle-train --help).")
+@click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime"]), default="torch", show_default=True,
+              help="Inference backend (ONNX Runtime: the graph is exported once and cached beside the checkpoint).")
 @one_line_errors
 def eval_h36m(checkpoint, data_root, flip, out_path, batch_size, workers, device, image_decode,
-              image_cache) -> None:
+              image_cache, backend) -> None:
     from trainer.config import DataConfig, TrainConfig
     from trainer.data.dataset import DatasetError
     from trainer.data.h36m import build_val_loader
@@ -296,7 +312,7 @@ def eval_h36m(checkpoint, data_root, flip, out_path, batch_size, workers, device
     loader.dataset.require_images(f"check --data-root (it must hold {prefix}images/)")
     _check_image_cache(image_decode, image_cache, str(root), (prefix + "images",))
     _warn_truncated(loader.dataset)
-    metrics = evaluate_h36m_loader(model, loader, dev, flip)
+    metrics = evaluate_h36m_loader(_runner(model, backend, dev), loader, dev, flip)
     click.echo(metrics.format_table())
     if out_path:
         payload = {**metrics.to_dict(), "checkpoint": str(checkpoint), "flip": flip,
