@@ -76,13 +76,15 @@ class PosePipeline:
         detector: default detector name (``DETECTORS`` key); detector_model: mediapipe ``.task``.
         checkpoint, checkpoint_3d: where the weights came from (shown as model info).
         notices: lines the UI shows (demo model, detector fallback).
+        predictor_options: keywords for every ``Predictor`` built here (e.g. ``backend``).
     """
 
     def __init__(self, model, model_3d=None, detector: str = "full-frame", detector_model: str | None = None,
                  checkpoint: str | Path | None = None, checkpoint_3d: str | Path | None = None,
-                 notices: tuple[str, ...] = ()):
-        self.predictor, self.config = Predictor(model), model.config
-        self.predictor_3d = Predictor(model_3d) if model_3d is not None else None
+                 notices: tuple[str, ...] = (), predictor_options: dict | None = None):
+        self.predictor_options = dict(predictor_options or {})
+        self.predictor, self.config = Predictor(model, **self.predictor_options), model.config
+        self.predictor_3d = Predictor(model_3d, **self.predictor_options) if model_3d is not None else None
         self.default_detector, self.detector_model = detector, detector_model
         self.checkpoint, self.checkpoint_3d, self.notices = checkpoint, checkpoint_3d, tuple(notices)
         self._detectors: dict[str, object] = {}
@@ -94,9 +96,16 @@ class PosePipeline:
         """Run ``model`` (2D) from now on (the UI's model picker); detectors shaped by the old model's
         input aspect are rebuilt on next use."""
         with self._lock:
-            self.predictor, self.config = Predictor(model), model.config
+            self.predictor, self.config = Predictor(model, **self.predictor_options), model.config
             self.checkpoint, self.notices = checkpoint, tuple(notices)
             self._detectors.clear()
+
+    def close(self, state: StreamState | None = None) -> None:
+        """Release the detectors that hold native resources (mediapipe): the shared ones, or a
+        stream's own with ``state``. A later call reopens them."""
+        for det in (self._detectors if state is None else state.detectors).values():
+            if hasattr(det, "close"):
+                det.close()
 
     def detector(self, name: str | None):
         """The (cached) detector ``name`` (None: the default). ``full-frame`` is the largest centred
