@@ -141,14 +141,19 @@ class BoxTracker:
         return Tracks(self._ids.copy(), self._boxes.astype(np.float32), self._scores.astype(np.float32),
                       self._missed.copy())
 
-    def move(self, track_ids: np.ndarray, boxes_xyxy: np.ndarray, alpha: float) -> None:
-        """Move the live tracks ``track_ids`` (M,) towards boxes (M, 4) px by ``alpha`` (1: jump);
-        ids no longer live are ignored."""
+    def move(self, track_ids: np.ndarray, boxes_xyxy: np.ndarray, alpha: float,
+             cover_xyxy: np.ndarray | None = None) -> None:
+        """Move the live tracks ``track_ids`` (M,) towards boxes (M, 4) px by ``alpha`` (1: jump),
+        then grow each to contain its ``cover_xyxy`` (M, 4) px if given; ids not live are ignored."""
         boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
-        for tid, box in zip(np.asarray(track_ids).reshape(-1).tolist(), boxes):
+        cover = boxes if cover_xyxy is None else np.asarray(cover_xyxy, np.float64).reshape(-1, 4)
+        for tid, box, inner in zip(np.asarray(track_ids).reshape(-1).tolist(), boxes, cover):
             rows = np.nonzero(self._ids == tid)[0]
             if len(rows):
-                self._boxes[rows[0]] = alpha * box + (1.0 - alpha) * self._boxes[rows[0]]
+                moved = alpha * box + (1.0 - alpha) * self._boxes[rows[0]]
+                if cover_xyxy is not None:
+                    moved = np.concatenate([np.minimum(moved[:2], inner[:2]), np.maximum(moved[2:], inner[2:])])
+                self._boxes[rows[0]] = moved
 
 
 def boxes_from_keypoints(keypoints_px: np.ndarray, confidence: np.ndarray, image_hw: tuple[int, int],
@@ -242,9 +247,11 @@ class KeypointTracker:
 
     def follow(self, track_ids: np.ndarray, keypoints_px: np.ndarray, confidence: np.ndarray,
                image_hw: tuple[int, int]) -> None:
-        """Move each track (N,) to the box of its keypoints (N, K, 2+) px with confidence (N, K);
-        a track without enough confident joints keeps its box and asks for a detection."""
+        """Move each track (N,) towards the box of its keypoints (N, K, 2+) px with confidence (N, K)
+        by ``follow_alpha``, never leaving a confident joint outside; a track without enough
+        confident joints keeps its box and asks for a detection."""
         p = self.policy
         boxes, ok = boxes_from_keypoints(keypoints_px, confidence, image_hw, p.min_confidence, p.min_joints, p.box_pad)
-        self.boxes.move(np.asarray(track_ids).reshape(-1)[ok], boxes[ok], p.follow_alpha)
+        span, _ = boxes_from_keypoints(keypoints_px, confidence, image_hw, p.min_confidence, p.min_joints, 0.0)
+        self.boxes.move(np.asarray(track_ids).reshape(-1)[ok], boxes[ok], p.follow_alpha, span[ok])
         self._lost |= not bool(ok.all())
