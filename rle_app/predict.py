@@ -85,6 +85,12 @@ def prepare_out(out: Path) -> Path:
     return out
 
 
+def _echo_line(line: str) -> None:
+    """One line to stderr, clear of a running progress bar."""
+    from tqdm import tqdm
+    tqdm.write(line, file=sys.stderr)
+
+
 class Run:
     """One rle-predict run: the pipeline, output folder and options shared by every source kind."""
 
@@ -92,7 +98,7 @@ class Run:
                  conf: float = 0.3, echo=None):
         self.pipe, self.out, self.detector, self.save_media = pipe, out, detector, save_media
         self.fmt, self.track, self.conf = fmt, track, conf
-        self.echo = echo or (lambda line: click.echo(line, err=True))
+        self.echo = echo or _echo_line
 
     def writer(self, stem: str, fps: float | None = None):
         """The streamed JSON of this source: the app's document, or a COCO results array."""
