@@ -2,6 +2,8 @@
 
     python bench/bench_app.py [--backbones demo resnet50] [--detector full-frame] [--frames 60]
     python bench/bench_app.py --write-assets assets     # (re)writes demo.webm and demo.jpg
+    python bench/bench_app.py --end-to-end --detector mediapipe --backbones mobilenetv2_100 resnet50
+        # rle-predict FPS with and without tracking, and MediaPipe's own landmarker as the peer row
 
 ``demo`` is the shipped model (assets/demo-coco.pth); other names are timm backbones with random
 weights at 256x192 (timing only). The clip is one generated figure walking across the frame
@@ -86,6 +88,36 @@ def stage_times(pipe: PosePipeline, frames, detector: str) -> dict[str, float]:
     return {k: v / len(frames) for k, v in totals.items()}
 
 
+def end_to_end_fps(pipe: PosePipeline, frames, detector: str, track: bool) -> tuple[float, int]:
+    """rle-predict's per-frame work (``run_frame`` in one stream + drawing): FPS after two warm-up
+    frames, and how many frames ran the detector (with ``track``, boxes follow the keypoints)."""
+    state = StreamState() if track else StreamState(follow=None)
+    for i, frame in enumerate(list(frames[:2])):
+        pipe.run_frame(frame, detector, state=state, smooth=True, timestamp_ms=i * 100)
+    state = StreamState() if track else StreamState(follow=None)
+    t0 = time.perf_counter()
+    for i, frame in enumerate(frames):
+        annotate(frame, pipe.run_frame(frame, detector, state=state, smooth=True, timestamp_ms=i * 100), pipe.config)
+    fps = len(frames) / (time.perf_counter() - t0)
+    pipe.close(state)
+    return fps, (state.follow.detections_run if track else len(frames))
+
+
+def mediapipe_peer_fps(frames, task: str) -> float:
+    """MediaPipe's own PoseLandmarker (VIDEO mode, one pose) on the same frames: the peer row."""
+    from mediapipe.tasks.python import BaseOptions, vision
+    import mediapipe as mp
+    options = vision.PoseLandmarkerOptions(base_options=BaseOptions(model_asset_path=task),
+                                           running_mode=vision.RunningMode.VIDEO, num_poses=1)
+    with vision.PoseLandmarker.create_from_options(options) as landmarker:
+        images = [mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(f)) for f in frames]
+        landmarker.detect_for_video(images[0], 0)
+        t0 = time.perf_counter()
+        for i, image in enumerate(images):
+            landmarker.detect_for_video(image, 100 * (i + 1))
+        return len(frames) / (time.perf_counter() - t0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", nargs="+", default=["demo", "resnet50"])
@@ -93,6 +125,10 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--write-assets", type=Path, help="write demo.webm / demo.jpg here and exit")
+    parser.add_argument("--end-to-end", action="store_true", help="rle-predict rows: with and without tracking, "
+                        "plus MediaPipe's own landmarker (needs --detector mediapipe and --detector-model)")
+    parser.add_argument("--detector-model", help="MediaPipe .task (default $RLE_POSE_TASK)",
+                        default=os.environ.get("RLE_POSE_TASK"))
     args = parser.parse_args()
     if args.write_assets:
         write_assets(args.write_assets)
@@ -103,15 +139,26 @@ def main() -> None:
     print(f"{args.frames} frames 640x480, detector {args.detector}, torch threads {torch.get_num_threads()}, "
           f"load average {os.getloadavg()[0]:.2f}")
     print(f"{'model':<30} {'detect+track':>12} {'predict':>9} {'smooth':>8} {'draw':>8} {'total ms':>9} {'FPS':>6}")
+    if args.end_to_end:
+        print(f"{'model (end to end, incl. drawing)':<36} {'tracking':>8} {'detections':>10} {'FPS':>6}")
     for name in args.backbones:
         if name == "demo":
             model, label = load_pose_models(None, None, torch.device("cpu"))[0], f"demo {DEMO_CHECKPOINT.stem} 128x96"
         else:
             model, label = build_model(coco_config(name)).eval(), f"{name} 256x192 (random)"
-        times = stage_times(PosePipeline(model, detector=args.detector), frames, args.detector)
+        pipe = PosePipeline(model, detector=args.detector, detector_model=args.detector_model)
+        if args.end_to_end:
+            for track in (False, True):
+                fps, detections = end_to_end_fps(pipe, frames, args.detector, track)
+                print(f"{label[:36]:<36} {'on' if track else 'off':>8} {detections:>10} {fps:>6.1f}")
+            continue
+        times = stage_times(pipe, frames, args.detector)
         total = sum(times.values())
         print(f"{label[:30]:<30} " + " ".join(f"{1000 * times[k]:>{w}.1f}" for k, w in
               zip(times, (12, 9, 8, 8))) + f" {1000 * total:>9.1f} {1 / total:>6.1f}")
+    if args.end_to_end and args.detector == "mediapipe" and args.detector_model:
+        print(f"{'MediaPipe PoseLandmarker (VIDEO)':<36} {'own':>8} {'':>10} "
+              f"{mediapipe_peer_fps(frames, args.detector_model):>6.1f}")
 
 
 if __name__ == "__main__":

@@ -2,15 +2,21 @@
 pipeline into an annotated ``.webm`` (within a length limit), and the downloadable JSON document
 (model info, settings, the sigma caveat, one record per frame).
 
+Frames are streamed (read, processed, written, dropped): ``iter_frames`` reads a file or camera,
+``VideoSink`` and ``JsonArrayWriter`` write as they go, under a temporary name moved into place at
+the end, so a long video runs in constant memory (``rle-predict``); ``process_video`` (the app)
+also returns the whole document.
+
 Keypoints in the JSON are image px (x right, y down); 3D keypoints are x, y px and z mm
 root-relative; NaN/inf become null. Errors are ``AppError`` (one line naming the file).
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +134,110 @@ def open_video(path: str | Path):
     return cap, fps, int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
 
 
+def open_camera(index: int):
+    """An opened camera ``index`` as (cv2.VideoCapture, fps, 0 frames known); AppError when it does not open."""
+    import cv2
+    cap = cv2.VideoCapture(int(index))
+    if not cap.isOpened():
+        cap.release()
+        raise AppError(f"camera {index}: cannot open it (no such device, or in use by another program)")
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    return cap, (fps if 0 < fps < 1000 else 30.0), 0
+
+
+def iter_frames(cap, max_frames: int | None = None) -> Iterator[np.ndarray]:
+    """RGB uint8 (H, W, 3) frames read one at a time (none kept); releases ``cap`` when done."""
+    import cv2
+    try:
+        n = 0
+        while max_frames is None or n < max_frames:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            n += 1
+            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    finally:
+        cap.release()
+
+
+def _part(path: Path) -> Path:
+    """The temporary name a file is written under before ``os.replace`` (same folder and suffix)."""
+    return path.with_name(f".{path.stem}.part{path.suffix}")
+
+
+class VideoSink:
+    """Annotated frames -> a VP8 ``.webm`` (browser-playable), opened at the first frame, written
+    under a temporary name and moved into place by ``close()`` (atomic); ``abort()`` removes it."""
+
+    def __init__(self, out_path: str | Path, fps: float):
+        self.path, self.fps, self._writer = Path(out_path), fps, None
+
+    def write(self, image_rgb: np.ndarray) -> None:
+        import cv2
+        if self._writer is None:
+            self._writer = cv2.VideoWriter(str(_part(self.path)), cv2.VideoWriter_fourcc(*"VP80"), self.fps,
+                                           image_rgb.shape[1::-1])
+            if not self._writer.isOpened():
+                raise AppError(f"{self.path}: cannot write this video (folder not writable?)")
+        self._writer.write(cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            os.replace(_part(self.path), self.path)
+            self._writer = None
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+        _part(self.path).unlink(missing_ok=True)
+
+
+class JsonArrayWriter:
+    """A JSON document streamed to disk: ``head`` (a dict) with its list ``key`` written one item at a
+    time (``add``), or a bare JSON array when ``head`` is None (COCO results). Written under a
+    temporary name and moved into place by ``close()``; nothing but the open file is kept."""
+
+    def __init__(self, path: str | Path, head: dict | None = None, key: str = "frames"):
+        self.path, self.count = Path(path), 0
+        try:
+            self._file = open(_part(self.path), "w", encoding="utf-8")
+        except OSError as err:
+            raise AppError(f"{self.path}: cannot write here ({err.strerror})") from None
+        rest = {k: v for k, v in (head or {}).items() if k != key}
+        opening = "[" if head is None else json.dumps(rest)[:-1] + (", " if rest else "") + f"{json.dumps(key)}: ["
+        self._closing = "]" if head is None else "]}"
+        self._file.write(opening)
+
+    def add(self, item) -> None:
+        self._file.write(("," if self.count else "") + "\n" + json.dumps(item))
+        self._file.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        self._file.write("\n" + self._closing + "\n")
+        self._file.close()
+        os.replace(_part(self.path), self.path)
+
+    def abort(self) -> None:
+        self._file.close()
+        _part(self.path).unlink(missing_ok=True)
+
+
+def stream_video(pipe: PosePipeline, frames: Iterable[np.ndarray], fps: float, sink: VideoSink | None,
+                 detector: str | None = None, flip: bool = False, smooth: bool = True, conf_threshold: float = 0.3,
+                 ellipse_scale: float = 1.0, state: StreamState | None = None) -> Iterator[tuple[dict, FramePoses]]:
+    """Each frame through the pipeline (one ``StreamState``: tracking, smoothing) and, with a
+    ``sink``, drawn into it; yields (JSON record, poses) per frame, keeping nothing."""
+    state = StreamState() if state is None else state
+    for index, rgb in enumerate(frames):
+        poses = pipe.run_frame(rgb, detector, flip, state, smooth, timestamp_ms=round(1000 * index / fps))
+        if sink is not None:
+            sink.write(annotate(rgb, poses, pipe.config, conf_threshold, ellipse_scale))
+        yield frame_record(poses, index, index / fps), poses
+
+
 def process_video(pipe: PosePipeline, path: str | Path, out_path: str | Path, detector: str | None = None,
                   flip: bool = False, smooth: bool = True, conf_threshold: float = 0.3, ellipse_scale: float = 1.0,
                   progress: Callable[[int, int], None] | None = None, max_frames: int | None = None,
@@ -140,32 +250,24 @@ def process_video(pipe: PosePipeline, path: str | Path, out_path: str | Path, de
     ``progress(i, n)`` is called after each frame, ``n`` the frames that will be read. Raises
     AppError for an unreadable video or one without frames.
     """
-    import cv2
     cap, fps, count = open_video(path)
     if max_seconds is not None:
         limit = max(1, int(max_seconds * fps))
         max_frames = limit if max_frames is None else min(max_frames, limit)
     planned = count if max_frames is None else min(count, max_frames) if count > 0 else max_frames
-    state, frames, writer = StreamState(), [], None
+    sink, frames = VideoSink(out_path, fps), []
     try:
-        while max_frames is None or len(frames) < max_frames:
-            ok, bgr = cap.read()
-            if not ok:
-                break
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            poses = pipe.run_frame(rgb, detector, flip, state, smooth)
-            if writer is None:
-                writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"VP80"), fps, rgb.shape[1::-1])
-            drawn = annotate(rgb, poses, pipe.config, conf_threshold, ellipse_scale)
-            writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
-            frames.append(frame_record(poses, len(frames), len(frames) / fps))
+        for record, _ in stream_video(pipe, iter_frames(cap, max_frames), fps, sink, detector, flip, smooth,
+                                      conf_threshold, ellipse_scale):
+            frames.append(record)
             if progress is not None:
                 progress(len(frames), max(planned, len(frames)))
-        truncated = max_frames is not None and len(frames) == max_frames and cap.read()[0]
-    finally:
-        cap.release()
-        if writer is not None:
-            writer.release()
+    except BaseException:
+        sink.abort()
+        raise
+    sink.close()
+    # frames left unread: the limit was reached before the end the header announces (or no count)
+    truncated = max_frames is not None and len(frames) >= max_frames and (count <= 0 or count > len(frames))
     if not frames:
         raise AppError(f"{Path(path).name}: the video has no frames")
     doc = document(pipe, frames, detector or pipe.default_detector, flip, smooth, fps)

@@ -4,6 +4,12 @@ Frames are RGB uint8 (H, W, 3) in image pixels (x right, y down), as the camera 
 a mirrored browser preview is undone by the UI before a frame gets here. Nothing is loaded at
 import: ``PosePipeline`` takes models already loaded (``rle_app.loading``). Video files and the
 JSON document are ``rle_app.media``; millimetres for the 3D view are ``rle_app.units3d``.
+
+In a stream (a ``StreamState``: webcam session, video) the person detector is amortised by
+tracking (``rle_app.tracking.KeypointTracker``): each person's next box comes from this frame's
+confident keypoints, and the detector runs every ``detect_every`` frames, when a track loses
+confidence, or when no one is tracked; mediapipe then runs in its VIDEO mode, one landmarker per
+stream. ``StreamState(follow=None)`` detects every frame; so does the free ``full-frame`` detector.
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ from models.predictor import PosePrediction, Predictor
 from rle_app.detect import DetectorUnavailable, build_detector
 from rle_app.errors import AppError
 from rle_app.smoothing import KeypointSmoother
-from rle_app.tracking import BoxTracker
+from rle_app.tracking import BoxTracker, KeypointTracker
 
 
 @dataclass
@@ -39,9 +45,15 @@ class FramePoses:
 
 @dataclass
 class StreamState:
-    """Per-stream (webcam session or video) memory: box tracker, keypoint smoother, frame clock."""
+    """Per-stream (webcam session or video) memory: box trackers, keypoint smoother, frame clock.
+
+    ``follow`` (None: detect every frame, ids from ``tracker``) moves boxes with the keypoints;
+    ``detectors`` holds this stream's own video-mode detectors (mediapipe keeps state between frames).
+    """
 
     tracker: BoxTracker = field(default_factory=BoxTracker)
+    follow: KeypointTracker | None = field(default_factory=KeypointTracker)
+    detectors: dict = field(default_factory=dict)
     smoother: KeypointSmoother = field(default_factory=KeypointSmoother)
     last_time_s: float | None = None
     fps: float | None = None
@@ -90,6 +102,13 @@ class PosePipeline:
             self.checkpoint, self.notices = checkpoint, tuple(notices)
             self._detectors.clear()
 
+    def close(self, state: StreamState | None = None) -> None:
+        """Release the detectors that hold native resources (mediapipe): the shared ones, or a
+        stream's own with ``state``. A later call reopens them."""
+        for det in (self._detectors if state is None else state.detectors).values():
+            if hasattr(det, "close"):
+                det.close()
+
     def detector(self, name: str | None):
         """The (cached) detector ``name`` (None: the default). ``full-frame`` is the largest centred
         box of the model's input aspect (a person centred in a webcam view, as the model was trained)."""
@@ -101,22 +120,50 @@ class PosePipeline:
             self._detectors[name] = build_detector(name, **opts)
         return self._detectors[name]
 
+    def _stream_detector(self, name: str, state: StreamState):
+        """This stream's detector ``name``: mediapipe in VIDEO mode (its own landmarker), others shared."""
+        if name != "mediapipe":
+            return self.detector(name)
+        if name not in state.detectors:
+            state.detectors[name] = build_detector(name, model_path=self.detector_model, running_mode="video")
+        return state.detectors[name]
+
+    def _detect(self, image: np.ndarray, name: str, state: StreamState | None, timestamp_ms: int | None):
+        """Detections of ``image``; DetectorUnavailable becomes AppError (one line)."""
+        try:
+            det = self.detector(name) if state is None else self._stream_detector(name, state)
+            return det(image, timestamp_ms)
+        except DetectorUnavailable as err:
+            raise AppError(str(err)) from None
+
     def run_frame(self, image_rgb: np.ndarray, detector: str | None = None, flip: bool = False,
-                  state: StreamState | None = None, smooth: bool = False) -> FramePoses:
-        """Poses of one RGB uint8 (H, W, 3) frame. ``state`` tracks boxes (and smooths keypoints
-        when ``smooth``) across frames; without it boxes come straight from the detector."""
+                  state: StreamState | None = None, smooth: bool = False,
+                  timestamp_ms: int | None = None) -> FramePoses:
+        """Poses of one RGB uint8 (H, W, 3) frame. ``state`` tracks boxes (following keypoints,
+        detecting only when needed; module doc) and smooths keypoints when ``smooth``; without it
+        boxes come straight from the detector. ``timestamp_ms``: the frame's time in a video (None:
+        now), for detectors with a video mode."""
         image = np.ascontiguousarray(image_rgb, np.uint8)
+        name = detector or self.default_detector
+        follow = state.follow if state is not None and name != "full-frame" else None
         with self._lock:
-            try:
-                found = self.detector(detector)(image)
-            except DetectorUnavailable as err:
-                raise AppError(str(err)) from None
-            if state is not None:
+            if follow is not None and follow.needs_detection():
+                found = self._detect(image, name, state, timestamp_ms)
+                tracks = follow.detected(found.boxes_xyxy, found.scores)
+                boxes, ids = tracks.boxes_xyxy, tracks.track_ids
+            elif follow is not None:
+                tracks = follow.coast()
+                boxes, ids = tracks.boxes_xyxy, tracks.track_ids
+            elif state is not None:
+                found = self._detect(image, name, state, timestamp_ms)
                 tracks = state.tracker.update(found.boxes_xyxy, found.scores)
                 boxes, ids = tracks.boxes_xyxy, tracks.track_ids
             else:
+                found = self._detect(image, name, None, timestamp_ms)
                 boxes, ids = found.boxes_xyxy, np.arange(len(found.boxes_xyxy))
             pred = self.predictor(image, boxes, flip=flip)
+            if follow is not None:
+                follow.follow(ids, pred.keypoints, pred.confidence, image.shape[:2])
             poses = FramePoses(np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(ids, np.int64), pred)
             if self.predictor_3d is not None:
                 poses.pred_3d = self.predictor_3d(image, boxes, flip=flip)

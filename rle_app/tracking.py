@@ -1,8 +1,12 @@
-"""Person boxes across frames: IoU, non-maximum suppression, and a small IoU tracker.
+"""Person boxes across frames: IoU, non-maximum suppression, an IoU tracker, and detection
+amortised by tracking.
 
-All boxes are ``boxes_xyxy`` (N, 4) in image pixels (x right, y down). The tracker gives each
+All boxes are ``boxes_xyxy`` (N, 4) in image pixels (x right, y down). ``BoxTracker`` gives each
 person a stable integer id and smooths its box exponentially, so the crop fed to the pose model,
-and hence the drawn skeleton, does not jitter with the detector's noise.
+and hence the drawn skeleton, does not jitter with the detector's noise. ``KeypointTracker`` (as
+MediaPipe's and RTMPose's video pipelines do) derives each person's next box from the current
+frame's confident keypoints and runs the person detector only every N frames, when a track loses
+confidence, or when no one is tracked.
 """
 from __future__ import annotations
 
@@ -83,14 +87,20 @@ class BoxTracker:
     an unmatched detection starts a new track with a fresh id; a track unmatched for more than
     ``max_missed`` consecutive frames is dropped (until then it is reported with its last box and
     ``missed > 0``, so a one-frame detector dropout does not make the skeleton blink).
+
+    With ``hold_iou`` set, a matched track whose box overlaps the detection by at least that IoU
+    keeps its own box (a box that follows keypoints is steadier than a re-detected one); a smaller
+    overlap re-seeds it from the detection.
     """
 
-    def __init__(self, iou_threshold: float = 0.3, alpha: float = 0.5, max_missed: int = 5):
+    def __init__(self, iou_threshold: float = 0.3, alpha: float = 0.5, max_missed: int = 5,
+                 hold_iou: float | None = None):
         if not 0.0 < alpha <= 1.0:
             raise ValueError(f"BoxTracker alpha must be in (0, 1], got {alpha}")
         self.iou_threshold = iou_threshold
         self.alpha = alpha
         self.max_missed = max_missed
+        self.hold_iou = hold_iou
         self.reset()
 
     def reset(self) -> None:
@@ -105,10 +115,13 @@ class BoxTracker:
         """Feed one frame's detections (N, 4) xyxy px and scores (N,) -> the live ``Tracks``."""
         boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
         scores = np.ones(len(boxes)) if scores is None else np.asarray(scores, np.float64).reshape(-1)
-        pairs = greedy_match(box_iou(self._boxes, boxes), self.iou_threshold)
+        iou = box_iou(self._boxes, boxes)
+        pairs = greedy_match(iou, self.iou_threshold)
         self._missed += 1
         for t, d in pairs:
-            self._boxes[t] = self.alpha * boxes[d] + (1.0 - self.alpha) * self._boxes[t]
+            if self.hold_iou is None or iou[t, d] < self.hold_iou:
+                alpha = self.alpha if self.hold_iou is None else 1.0
+                self._boxes[t] = alpha * boxes[d] + (1.0 - alpha) * self._boxes[t]
             self._scores[t], self._missed[t] = scores[d], 0
         new = np.setdiff1d(np.arange(len(boxes)), [d for _, d in pairs])
         ids = np.arange(self._next_id, self._next_id + len(new), dtype=np.int64)
@@ -118,5 +131,127 @@ class BoxTracker:
         self._boxes = np.concatenate([self._boxes[keep], boxes[new]])
         self._scores = np.concatenate([self._scores[keep], scores[new]])
         self._missed = np.concatenate([self._missed[keep], np.zeros(len(new), np.int64)])
+        return self.current()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def current(self) -> Tracks:
+        """The live tracks as they stand (no new frame)."""
         return Tracks(self._ids.copy(), self._boxes.astype(np.float32), self._scores.astype(np.float32),
                       self._missed.copy())
+
+    def move(self, track_ids: np.ndarray, boxes_xyxy: np.ndarray, alpha: float,
+             cover_xyxy: np.ndarray | None = None) -> None:
+        """Move the live tracks ``track_ids`` (M,) towards boxes (M, 4) px by ``alpha`` (1: jump),
+        then grow each to contain its ``cover_xyxy`` (M, 4) px if given; ids not live are ignored."""
+        boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
+        cover = boxes if cover_xyxy is None else np.asarray(cover_xyxy, np.float64).reshape(-1, 4)
+        for tid, box, inner in zip(np.asarray(track_ids).reshape(-1).tolist(), boxes, cover):
+            rows = np.nonzero(self._ids == tid)[0]
+            if len(rows):
+                moved = alpha * box + (1.0 - alpha) * self._boxes[rows[0]]
+                if cover_xyxy is not None:
+                    moved = np.concatenate([np.minimum(moved[:2], inner[:2]), np.maximum(moved[2:], inner[2:])])
+                self._boxes[rows[0]] = moved
+
+
+def boxes_from_keypoints(keypoints_px: np.ndarray, confidence: np.ndarray, image_hw: tuple[int, int],
+                         min_confidence: float = 0.3, min_joints: int = 4,
+                         pad: float = 0.15) -> tuple[np.ndarray, np.ndarray]:
+    """Each person's box from its confident keypoints: the span of the joints with confidence >=
+    ``min_confidence``, each side padded by ``pad`` of the span's larger side (the head top lies
+    above the eyes, hands and feet beyond wrists and ankles), clipped to the image.
+
+    Args:
+        keypoints_px: (N, K, 2+) image px (x, y first); confidence: (N, K) in [0, 1].
+        image_hw: (H, W) of the frame in px.
+
+    Returns:
+        boxes_xyxy (N, 4) float32 px, and ok (N,) bool: at least ``min_joints`` confident, finite
+        joints (a box that is not ok is all zeros and must not be used).
+    """
+    xy = np.asarray(keypoints_px, np.float64)[..., :2]
+    use = (np.asarray(confidence, np.float64) >= min_confidence) & np.isfinite(xy).all(axis=-1)
+    ok = use.sum(axis=-1) >= min_joints
+    lo = np.where(use[..., None], xy, np.inf).min(axis=1)
+    hi = np.where(use[..., None], xy, -np.inf).max(axis=1)
+    margin = pad * np.max(hi - lo, axis=-1, keepdims=True)
+    h, w = image_hw
+    boxes = np.clip(np.concatenate([lo - margin, hi + margin], axis=1), 0.0, np.array([w, h, w, h], np.float64))
+    ok &= (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return np.where(ok[:, None], boxes, 0.0).astype(np.float32).reshape(-1, 4), ok
+
+
+@dataclass
+class TrackingPolicy:
+    """When the person detector runs in a stream, and how keypoints move the boxes.
+
+    Attributes:
+        detect_every: frames between scheduled detections (people who entered are found then);
+            1 = detect every frame (no amortisation).
+        min_confidence, min_joints, box_pad: see ``boxes_from_keypoints``; a person with fewer
+            confident joints has lost its track, and the next frame runs the detector.
+        follow_alpha: how far a box moves to its keypoints' box each frame (1: at once).
+        hold_iou: a re-detected person keeps its keypoint box above this IoU (``BoxTracker``).
+        max_missed: detections a track may miss in a row before it is dropped.
+    """
+
+    detect_every: int = 10
+    min_confidence: float = 0.3
+    min_joints: int = 4
+    box_pad: float = 0.15
+    follow_alpha: float = 0.7
+    hold_iou: float = 0.5
+    max_missed: int = 2
+
+    def __post_init__(self):
+        if self.detect_every < 1:
+            raise ValueError(f"TrackingPolicy detect_every must be >= 1, got {self.detect_every}")
+        if not 0.0 < self.follow_alpha <= 1.0:
+            raise ValueError(f"TrackingPolicy follow_alpha must be in (0, 1], got {self.follow_alpha}")
+
+
+class KeypointTracker:
+    """Detection amortised by tracking: boxes follow keypoints between detections, ids persist.
+
+    Per frame: ``needs_detection()``; then ``detected(boxes, scores)`` (a detection frame) or
+    ``coast()`` (the boxes from the last keypoints); the pose model runs on those boxes; then
+    ``follow(ids, keypoints, confidence, image_hw)`` moves each box to its keypoints' box.
+    """
+
+    def __init__(self, policy: TrackingPolicy | None = None):
+        self.policy = policy or TrackingPolicy()
+        self.boxes = BoxTracker(alpha=1.0, max_missed=self.policy.max_missed, hold_iou=self.policy.hold_iou)
+        self._since_detect: int | None = None
+        self._lost = False
+        self.detections_run = 0
+
+    def needs_detection(self) -> bool:
+        """Detect this frame? First frame, no live track, a track lost (or missed by the last
+        detection), or ``detect_every`` frames since the last detection."""
+        return (self._since_detect is None or self._lost or len(self.boxes) == 0
+                or self._since_detect + 1 >= self.policy.detect_every)
+
+    def detected(self, boxes_xyxy: np.ndarray, scores: np.ndarray | None = None) -> Tracks:
+        """A detection frame: associate (N, 4) px detections -> the live tracks."""
+        tracks = self.boxes.update(boxes_xyxy, scores)
+        self._since_detect, self.detections_run = 0, self.detections_run + 1
+        self._lost = bool((tracks.missed > 0).any())
+        return tracks
+
+    def coast(self) -> Tracks:
+        """A frame without detection: the tracks with the boxes their last keypoints gave."""
+        self._since_detect = (self._since_detect or 0) + 1
+        return self.boxes.current()
+
+    def follow(self, track_ids: np.ndarray, keypoints_px: np.ndarray, confidence: np.ndarray,
+               image_hw: tuple[int, int]) -> None:
+        """Move each track (N,) towards the box of its keypoints (N, K, 2+) px with confidence (N, K)
+        by ``follow_alpha``, never leaving a confident joint outside; a track without enough
+        confident joints keeps its box and asks for a detection."""
+        p = self.policy
+        boxes, ok = boxes_from_keypoints(keypoints_px, confidence, image_hw, p.min_confidence, p.min_joints, p.box_pad)
+        span, _ = boxes_from_keypoints(keypoints_px, confidence, image_hw, p.min_confidence, p.min_joints, 0.0)
+        self.boxes.move(np.asarray(track_ids).reshape(-1)[ok], boxes[ok], p.follow_alpha, span[ok])
+        self._lost |= not bool(ok.all())
