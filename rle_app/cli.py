@@ -29,7 +29,7 @@ def build_app(checkpoint: str | None = None, checkpoint_3d: str | None = None, d
     ``video`` / ``image`` pre-fill their tabs (and select the tab); allowed_paths are the assets
     folder and those files, nothing else.
     """
-    from rle_app.detect import resolve_detector
+    from rle_app.detect import pose_task_from_env, resolve_detector
     from rle_app.errors import AppError
     from rle_app.loading import ASSETS_DIR, load_app_models, resolve_device
     from rle_app.pipeline import PosePipeline
@@ -41,7 +41,8 @@ def build_app(checkpoint: str | None = None, checkpoint_3d: str | None = None, d
     model, model_3d, path_2d, spec, model_notices = load_app_models(checkpoint, checkpoint_3d, dev, offline)
     name, notice = resolve_detector(detector, detector_model, download and not offline)
     notices = list(model_notices) + ([notice] if notice else [])
-    pipe = PosePipeline(model, model_3d, detector=name, detector_model=detector_model, checkpoint=path_2d,
+    pipe = PosePipeline(model, model_3d, detector=name, detector_model=detector_model or pose_task_from_env(),
+                        checkpoint=path_2d,
                         checkpoint_3d=checkpoint_3d, notices=tuple(notices))
     demo = build_demo(pipe, video_path=video, image_path=image, webcam_time_limit_s=webcam_time_limit_s,
                       model_name=spec, device=dev)
@@ -61,7 +62,8 @@ def build_app(checkpoint: str | None = None, checkpoint_3d: str | None = None, d
               type=click.Choice(["auto", "torchvision", "mediapipe", "hog", "full-frame"]),
               help="auto: torchvision's COCO person detector when its weights are cached or downloadable, "
               "else mediapipe when its .task is, else full-frame.")
-@click.option("--detector-model", type=click.Path(dir_okay=False), help="MediaPipe pose_landmarker .task file.")
+@click.option("--detector-model", type=click.Path(dir_okay=False), help="MediaPipe pose_landmarker .task file "
+              "(default: $RLE_POSE_TASK, else the cache).")
 @click.option("--download/--no-download", default=True, show_default=True,
               help="May --detector auto try a one-time download of the detector's weights.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (0.0.0.0 to serve a LAN).")
@@ -71,10 +73,11 @@ def build_app(checkpoint: str | None = None, checkpoint_3d: str | None = None, d
 @click.option("--offline", is_flag=True, help="No downloads: without --checkpoint the demo model "
               "(also RLE_POSE_OFFLINE=1).")
 @click.option("--list-models", is_flag=True, help="List the zoo's models (size, accuracy, cached) and exit.")
+@click.option("--open", "open_browser", is_flag=True, help="Open the app in the default web browser.")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads (1 is fastest for the demo "
               "model on a busy machine; default: torch's choice).")
 def main(checkpoint, checkpoint_3d, start, video, image, detector, detector_model, download, host, port,
-         share, device, offline, list_models, threads) -> None:
+         share, device, offline, list_models, open_browser, threads) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     if list_models:
         from models.zoo import format_table
@@ -91,9 +94,23 @@ def main(checkpoint, checkpoint_3d, start, video, image, detector, detector_mode
                                   video, image, download, offline=offline)
     except AppError as err:
         raise click.ClickException(str(err)) from None
+    for line in startup_lines(demo):
+        click.echo(line)
     demo.queue(default_concurrency_limit=1)
+    # quiet: gradio's own lines advise share=True in launch(), which a CLI user cannot type
     demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_FILE_SIZE,
-                allowed_paths=allowed, show_error=True)
+                allowed_paths=allowed, show_error=True, quiet=True, inbrowser=open_browser,
+                prevent_thread_lock=True)
+    click.echo(f"rle-app: serving {demo.local_url} (open it in a browser; Ctrl+C stops)"
+               + (f"; public link {demo.share_url}" if share and demo.share_url else
+                  "; --share for a public link, --host 0.0.0.0 for the LAN"))
+    demo.block_thread()
+
+
+def startup_lines(demo) -> list[str]:
+    """What the page's notices say (model, demo model, detector and why), for the terminal."""
+    pipe = demo.rle_pipeline
+    return [f"rle-app: model {pipe.checkpoint}"] + [f"rle-app: {n}" for n in pipe.notices]
 
 
 if __name__ == "__main__":
