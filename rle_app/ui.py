@@ -293,7 +293,7 @@ def _webcam_tab(h: Handlers, conf, scale, flip, smooth, det, time_limit_s) -> No
 def _image_tab(h: Handlers, image_path, conf, scale, flip, det) -> None:
     with gr.Row():
         iin = gr.Image(value=image_path or _asset("demo.jpg"), type="numpy", sources=["upload", "clipboard"], label="image")
-        iout = gr.Image(label="annotated", format="png")
+        iout = gr.Image(label="annotated", format="png", elem_id="image-annotated")
     ibtn = gr.Button("Estimate poses", variant="primary")
     ijson = gr.File(label="keypoints JSON")
     kept = gr.State(None)
