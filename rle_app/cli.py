@@ -44,7 +44,7 @@ def build_app(checkpoint: str | None = None, checkpoint_3d: str | None = None, d
     (at start or per request). ``cache_expiry_s`` / ``max_video_s``: see ``ui.build_demo`` (None:
     its defaults).
     """
-    from rle_app.detect import resolve_detector
+    from rle_app.detect import pose_task_from_env, resolve_detector
     from rle_app.errors import AppError
     from rle_app.loading import ASSETS_DIR, check_backend, load_app_models, resolve_device
     from rle_app.pipeline import PosePipeline
@@ -60,8 +60,8 @@ def build_app(checkpoint: str | None = None, checkpoint_3d: str | None = None, d
     from models.export import ExportError
     from models.files import CacheNotWritable
     try:
-        pipe = PosePipeline(model, model_3d, detector=name, detector_model=detector_model, checkpoint=path_2d,
-                            checkpoint_3d=checkpoint_3d, notices=tuple(notices), download=download and not offline,
+        pipe = PosePipeline(model, model_3d, detector=name, detector_model=detector_model or pose_task_from_env(),
+                            checkpoint=path_2d, checkpoint_3d=checkpoint_3d, notices=tuple(notices), download=download and not offline,
                             backend=backend)
     except (ExportError, CacheNotWritable) as err:
         raise AppError(f"--backend {backend}: {err}") from None
@@ -95,7 +95,8 @@ def check_port(host: str, port: int | None) -> None:
               type=click.Choice(["auto", "torchvision", "mediapipe", "hog", "full-frame"]),
               help="auto: torchvision's COCO person detector when its weights are cached or downloadable, "
               "else mediapipe when its .task is, else full-frame.")
-@click.option("--detector-model", type=click.Path(dir_okay=False), help="MediaPipe pose_landmarker .task file.")
+@click.option("--detector-model", type=click.Path(dir_okay=False), help="MediaPipe pose_landmarker .task file "
+              "(default: $RLE_POSE_TASK, else the cache).")
 @click.option("--download/--no-download", default=True, show_default=True,
               help="May --detector auto try a one-time download of the detector's weights.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (0.0.0.0 to serve a LAN).")
@@ -116,11 +117,12 @@ def check_port(host: str, port: int | None) -> None:
 @click.option("--max-request-mb", type=click.FloatRange(min=0, min_open=True), default=MAX_REQUEST_MB,
               show_default=True, help="Refuse (HTTP 413) a request, e.g. one upload of several files, over "
               "this many MB; nothing of it is stored.")
+@click.option("--open", "open_browser", is_flag=True, help="Open the app in the default web browser.")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads (1 is fastest for the demo "
               "model on a busy machine; default: torch's choice).")
 def main(checkpoint, checkpoint_3d, start, video, image, detector, detector_model, download, host, port,
          share, device, backend, offline, list_models, cache_expiry_s, max_video_s, max_request_mb,
-         threads) -> None:
+         open_browser, threads) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     if list_models:
         from models.zoo import format_table
@@ -140,12 +142,26 @@ def main(checkpoint, checkpoint_3d, start, video, image, detector, detector_mode
                                   max_video_s=max_video_s, backend=backend)
     except AppError as err:
         raise click.ClickException(str(err)) from None
+    for line in startup_lines(demo):
+        click.echo(line)
     demo.queue(default_concurrency_limit=1)
+    # quiet: gradio's own lines advise share=True in launch(), which a CLI user cannot type
     try:
         demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_FILE_SIZE,
-                    allowed_paths=allowed, show_error=False, app_kwargs=app_kwargs(max_request_mb))
+                    allowed_paths=allowed, show_error=False, quiet=True, inbrowser=open_browser,
+                    prevent_thread_lock=True, app_kwargs=app_kwargs(max_request_mb))
     except OSError as err:   # the port was taken between the check and the launch
         raise click.ClickException(f"--port {port}: {str(err).splitlines()[0]}") from None
+    click.echo(f"rle-app: serving {demo.local_url} (open it in a browser; Ctrl+C stops)"
+               + (f"; public link {demo.share_url}" if share and demo.share_url else
+                  "; --share for a public link, --host 0.0.0.0 for the LAN"))
+    demo.block_thread()
+
+
+def startup_lines(demo) -> list[str]:
+    """What the page's notices say (model, demo model, detector and why), for the terminal."""
+    pipe = demo.rle_pipeline
+    return [f"rle-app: model {pipe.checkpoint}"] + [f"rle-app: {n}" for n in pipe.notices]
 
 
 if __name__ == "__main__":

@@ -21,14 +21,15 @@ import cv2
 import numpy as np
 
 from rle_app.detect_mediapipe import (MEDIAPIPE_MODEL_SHA256, MEDIAPIPE_MODEL_URLS, MediaPipeDetector,
-                                      landmarks_to_boxes, resolve_pose_task)
+                                      TASK_ENV, landmarks_to_boxes, pose_task_from_env,
+                                      resolve_pose_task)
 from rle_app.detections import Detections, DetectorUnavailable, PersonDetector
 from rle_app.errors import AppError
 from rle_app.tracking import nms_xyxy
 
 __all__ = ["DETECTORS", "Detections", "DetectorUnavailable", "FullFrameDetector", "HogDetector",
            "MEDIAPIPE_MODEL_SHA256", "MEDIAPIPE_MODEL_URLS", "MediaPipeDetector", "PersonDetector",
-           "build_detector", "landmarks_to_boxes", "resolve_detector", "resolve_pose_task"]
+           "build_detector", "landmarks_to_boxes", "pose_task_from_env", "resolve_detector", "resolve_pose_task"]
 
 
 class FullFrameDetector:
@@ -113,29 +114,45 @@ def build_detector(name: str, **options) -> PersonDetector:
     return DETECTORS[name](**options)
 
 
-def resolve_detector(name: str, detector_model: str | None = None, download: bool = True) -> tuple[str, str]:
-    """``auto`` -> ``torchvision`` (default arch) when its weights are cached or downloaded now, else
-    ``mediapipe`` when its ``.task`` is found or downloaded, else ``full-frame``; a given
-    ``detector_model`` (a ``.task``) means ``mediapipe``.
+def _reason(err: Exception) -> str:
+    """The first clause of a detector error (what is missing), without its remedy."""
+    return str(err).split("; ")[0]
 
-    Returns (detector name, notice): for ``auto`` one line saying which detector runs and why;
-    "" for an explicit name. Raises ``AppError`` for a name neither ``auto`` nor in ``DETECTORS``.
+
+def resolve_detector(name: str, detector_model: str | None = None, download: bool = True) -> tuple[str, str]:
+    """The detector the app starts with, and one notice line saying which runs and why.
+
+    ``auto`` -> ``torchvision`` (default arch) when its weights are cached or downloaded now, else
+    ``mediapipe`` when its ``.task`` is found (``detector_model``, ``$RLE_POSE_TASK``, the cache) or
+    downloaded, else ``full-frame``; a given ``detector_model`` means ``mediapipe``. An explicit
+    ``torchvision`` / ``mediapipe`` is checked now the same way, so a missing model stops the start
+    (``AppError``, with the remedy) instead of failing every request. Raises ``AppError`` for a name
+    neither ``auto`` nor in ``DETECTORS``.
     """
-    if name != "auto":
-        if name not in DETECTORS:
-            raise AppError(f"--detector {name}: choose auto, {', '.join(DETECTORS)}")
-        return name, ""
-    if detector_model is not None:
-        return "mediapipe", f"Detector: mediapipe, with --detector-model {detector_model}"
     from rle_app.detect_torchvision import DEFAULT_ARCH, fetch_coco_weights, weights_url
 
+    if name != "auto" and name not in DETECTORS:
+        raise AppError(f"--detector {name}: choose auto, {', '.join(DETECTORS)}")
+    task = detector_model or pose_task_from_env()
+    source = "--detector-model" if detector_model else f"${TASK_ENV}" if task else "cache"
+    if name in ("hog", "full-frame"):
+        return name, f"Detector: {name} (--detector {name})"
+    if name == "mediapipe" or (name == "auto" and detector_model is not None):
+        try:
+            path = resolve_pose_task(task, download=download)
+        except DetectorUnavailable as err:
+            raise AppError(f"--detector mediapipe: {str(err).removeprefix('mediapipe: ')}") from None
+        return "mediapipe", f"Detector: mediapipe, model {path} ({source})"
     try:
         path = fetch_coco_weights(weights_url(DEFAULT_ARCH), download)
         return "torchvision", f"Detector: torchvision {DEFAULT_ARCH} (COCO people), weights {path}"
     except DetectorUnavailable as err:
+        if name == "torchvision":
+            raise AppError(f"--detector torchvision: {str(err).removeprefix('torchvision: ')}") from None
         tv_err = err
     try:
-        resolve_pose_task(None, download=download)
-        return "mediapipe", f"Detector: mediapipe (up to a few people), because {tv_err}"
+        path = resolve_pose_task(task, download=download)
+        return "mediapipe", f"Detector: mediapipe, model {path} ({source}), because {_reason(tv_err)}"
     except DetectorUnavailable as mp_err:
-        return "full-frame", f"Detector: full frame (one person filling the view), because {tv_err}; and {mp_err}"
+        return "full-frame", (f"Detector: full-frame (one person filling the view), because {_reason(tv_err)} "
+                              f"and {_reason(mp_err)}; README 'The app' says how to get either")

@@ -1,6 +1,6 @@
 """MediaPipe Tasks ``PoseLandmarker`` as a person detector: boxes from its 33 landmarks.
 
-Needs a ``.task`` bundle: ``model_path``, else the cache (``$RLE_POSE_CACHE`` or
+Needs a ``.task`` bundle: ``model_path`` (the app also takes ``$RLE_POSE_TASK``), else the cache (``$RLE_POSE_CACHE`` or
 ``~/.cache/rle-pose``), else a one-time download from Google's model storage
 (``models.files.download_file``: verified, atomic). Offline, ``python -m rle_app.build_pose_task``
 builds an equivalent bundle from the mediapipe 0.10.21 wheel. The model is resolved and opened on
@@ -8,7 +8,9 @@ the first call, never at import or construction.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import time
 import weakref
 from pathlib import Path
@@ -32,6 +34,34 @@ MEDIAPIPE_MODEL_SHA256: dict[str, str | None] = {
     "full": None,
 }
 DOWNLOAD_TIMEOUT_S = 20.0
+TASK_ENV = "RLE_POSE_TASK"  # the app's default .task file (rle-app --detector-model overrides it)
+
+
+VERBOSE_ENV = "RLE_POSE_VERBOSE"  # 1: let mediapipe / LiteRT log to the terminal
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Silence file descriptor 2 (where LiteRT's C++ logs go: 38 "Sparsity tensors" warnings per
+    model load) for the block, unless ``$RLE_POSE_VERBOSE`` is set. Python's own stderr is flushed
+    first, so nothing of ours is lost."""
+    if os.environ.get(VERBOSE_ENV):
+        yield
+        return
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def pose_task_from_env() -> str | None:
+    """``$RLE_POSE_TASK`` when set and non-empty, else None."""
+    return os.environ.get(TASK_ENV) or None
 
 
 
@@ -53,14 +83,15 @@ def resolve_pose_task(model_path: str | os.PathLike | None, variant: str = "lite
     if dest.is_file():
         return dest
     url = MEDIAPIPE_MODEL_URLS[variant]
-    how = (f"put {url} at {dest} (or pass model_path; offline: python -m rle_app.build_pose_task "
-           f"--wheel download --out {dest}), or use --detector hog or full-frame")
+    how = (f"put {url} at {dest} (or give --detector-model FILE.task or ${TASK_ENV}; offline: python -m "
+           f"rle_app.build_pose_task --wheel download --out {dest}), or use --detector hog or full-frame")
     if not download:
         raise DetectorUnavailable(f"mediapipe: {dest} is missing; {how}")
     try:
         return download_file(url, dest, MEDIAPIPE_MODEL_SHA256[variant], timeout_s=DOWNLOAD_TIMEOUT_S)
     except DownloadError as err:
-        raise DetectorUnavailable(f"mediapipe: {err}; {how}") from None
+        why = str(err).split("; ")[0].replace(f"{url}: ", "").replace(url, "it")   # the URL is in ``how``
+        raise DetectorUnavailable(f"mediapipe: {dest} is missing and {why}; {how}") from None
 
 
 def landmarks_to_boxes(landmarks_norm: np.ndarray, image_hw: tuple[int, int], min_visibility: float = 0.5,
@@ -150,13 +181,15 @@ class MediaPipeDetector:
             base_options=BaseOptions(model_asset_path=str(path)), running_mode=mode,
             num_poses=self.num_poses, min_pose_detection_confidence=self.min_detection_confidence)
         try:
-            return vision.PoseLandmarker.create_from_options(options)
+            with quiet_native_stderr():
+                return vision.PoseLandmarker.create_from_options(options)
         except (ValueError, RuntimeError) as err:
             msg = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise DetectorUnavailable(f"mediapipe: cannot open {path} ({msg}); rebuild or re-download it") from None
 
     def __call__(self, image_rgb: np.ndarray, timestamp_ms: int | None = None) -> Detections:
-        if self._landmarker is None:
+        first = self._landmarker is None
+        if first:
             self._landmarker = self._load()
             # closed when this detector is collected; not at exit, where mediapipe's executor is gone
             self._finalizer = weakref.finalize(self, self._landmarker.close)
@@ -164,12 +197,13 @@ class MediaPipeDetector:
         import mediapipe as mp  # already imported by _load
 
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image_rgb, np.uint8))
-        if self.running_mode == "video":
-            ts = int(time.monotonic() * 1000) if timestamp_ms is None else int(timestamp_ms)
-            self._last_ts = max(ts, self._last_ts + 1)
-            result = self._landmarker.detect_for_video(image, self._last_ts)
-        else:
-            result = self._landmarker.detect(image)
+        with quiet_native_stderr() if first else contextlib.nullcontext():   # LiteRT's first-run notes
+            if self.running_mode == "video":
+                ts = int(time.monotonic() * 1000) if timestamp_ms is None else int(timestamp_ms)
+                self._last_ts = max(ts, self._last_ts + 1)
+                result = self._landmarker.detect_for_video(image, self._last_ts)
+            else:
+                result = self._landmarker.detect(image)
         if not result.pose_landmarks:
             return Detections.empty()
         lms = np.array([[(p.x, p.y, p.visibility if p.visibility is not None else 1.0) for p in pose]
@@ -181,7 +215,8 @@ class MediaPipeDetector:
         """Release the landmarker now (a later call reopens it). Call it (or use ``with``) when done:
         mediapipe 1.2 prints an ignored exception if a landmarker is still open at interpreter exit."""
         if self._landmarker is not None:
-            self._finalizer()
+            with quiet_native_stderr():
+                self._finalizer()
             self._landmarker = None
 
     def __enter__(self) -> MediaPipeDetector:

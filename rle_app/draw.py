@@ -11,7 +11,12 @@ only if sigma happens to be calibrated (``trainer/metrics/calibration.py`` measu
 
 Colours are RGB: left-side joints orange, right-side blue, midline green (from joint names
 starting ``left_``/``l_`` or ``right_``/``r_``); ellipse outlines go red -> yellow -> green with
-confidence.
+confidence. Ellipses are outlines; only small ones (semi-major axis up to ``ELLIPSE_FILL_MAX_FRAC``
+of the shorter image side) get a light fill, so large sigmas never tint the photo. An
+``ellipse_scale`` of 0 draws no ellipses.
+
+Text (``rle_app.draw_text``): FPS top right (the UI's image label sits top left); the legend and
+the hidden-joints notice bottom left, wrapped to the frame's width.
 """
 from __future__ import annotations
 
@@ -22,12 +27,15 @@ import cv2
 import numpy as np
 from matplotlib.figure import Figure
 
+from rle_app.draw_text import draw_lines_bottom_left, draw_text, text_width
+
 if TYPE_CHECKING:
     from rle_app.pipeline import FramePoses
 
 LEFT_RGB, RIGHT_RGB, MID_RGB = (255, 140, 0), (30, 144, 255), (50, 205, 50)
-BOX_RGB, TEXT_RGB = (255, 255, 255), (255, 255, 255)
-ELLIPSE_FILL_ALPHA = 0.3
+BOX_RGB = (255, 255, 255)
+ELLIPSE_FILL_ALPHA = 0.15
+ELLIPSE_FILL_MAX_FRAC = 1 / 16  # larger ellipses are outline only
 ELLIPSE_LEVEL = 0.6827  # the app's nominal Gaussian mass inside a drawn ellipse
 _SHIFT = 4  # cv2 fixed-point bits: sub-pixel centres and axes (1/16 px)
 
@@ -83,30 +91,45 @@ def _fx(value) -> int:
 
 
 def _draw_ellipses(canvas: np.ndarray, centres: np.ndarray, axes: np.ndarray, angles: np.ndarray,
-                   conf: np.ndarray, colours: list) -> None:
-    """Translucent fills (one blend over their bounding rectangle) then opaque outlines, in place."""
+                   conf: np.ndarray, colours: list, thickness: int = 1) -> None:
+    """Light fills of the small ellipses (one blend over their bounding rectangle), then opaque
+    outlines of all, in place. Ellipses with a semi-major axis above ``ELLIPSE_FILL_MAX_FRAC`` of the
+    shorter image side are outline only."""
     if len(centres) == 0:
         return
     h, w = canvas.shape[:2]
-    reach = axes[:, 0] + 2
-    x0, y0 = np.clip(np.floor((centres - reach[:, None]).min(0)), 0, [w, h]).astype(int)
-    x1, y1 = np.clip(np.ceil((centres + reach[:, None]).max(0)) + 1, 0, [w, h]).astype(int)
-    if x1 > x0 and y1 > y0:
-        roi = canvas[y0:y1, x0:x1]
-        overlay = roi.copy()
-        for (cx, cy), (a, b), ang, col in zip(centres - [x0, y0], axes, angles, colours):
-            cv2.ellipse(overlay, (_fx(cx), _fx(cy)), (_fx(a), _fx(b)), float(ang), 0, 360, col, -1,
-                        cv2.LINE_AA, _SHIFT)
-        cv2.addWeighted(overlay, ELLIPSE_FILL_ALPHA, roi, 1.0 - ELLIPSE_FILL_ALPHA, 0.0, dst=roi)
+    small = axes[:, 0] <= ELLIPSE_FILL_MAX_FRAC * min(h, w)
+    if small.any():
+        reach = axes[small, 0] + 2
+        x0, y0 = np.clip(np.floor((centres[small] - reach[:, None]).min(0)), 0, [w, h]).astype(int)
+        x1, y1 = np.clip(np.ceil((centres[small] + reach[:, None]).max(0)) + 1, 0, [w, h]).astype(int)
+        if x1 > x0 and y1 > y0:
+            roi = canvas[y0:y1, x0:x1]
+            overlay = roi.copy()
+            for i in np.flatnonzero(small):
+                (cx, cy), (a, b) = centres[i] - [x0, y0], axes[i]
+                cv2.ellipse(overlay, (_fx(cx), _fx(cy)), (_fx(a), _fx(b)), float(angles[i]), 0, 360, colours[i],
+                            -1, cv2.LINE_AA, _SHIFT)
+            cv2.addWeighted(overlay, ELLIPSE_FILL_ALPHA, roi, 1.0 - ELLIPSE_FILL_ALPHA, 0.0, dst=roi)
     for (cx, cy), (a, b), ang, c in zip(centres, axes, angles, conf):
         cv2.ellipse(canvas, (_fx(cx), _fx(cy)), (_fx(a), _fx(b)), float(ang), 0, 360,
-                    confidence_colour(c), 1, cv2.LINE_AA, _SHIFT)
+                    confidence_colour(c), thickness, cv2.LINE_AA, _SHIFT)
 
 
-def _draw_text(canvas: np.ndarray, text: str, org: tuple[int, int], scale: float = 0.5) -> None:
-    """White text with a dark outline, readable on any background."""
-    cv2.putText(canvas, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(canvas, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, TEXT_RGB, 1, cv2.LINE_AA)
+def hidden_joints(keypoints: np.ndarray, confidence: np.ndarray, conf_threshold: float) -> tuple[int, int]:
+    """(joints hidden by the threshold, joints with finite keypoints), over all people."""
+    conf = np.asarray(confidence, np.float64)
+    kpts = np.asarray(keypoints, np.float64)
+    finite = np.isfinite(kpts.reshape(*conf.shape, kpts.shape[-1])).all(-1)
+    return int((finite & (conf < conf_threshold)).sum()), int(finite.sum())
+
+
+def hidden_notice(hidden: int, total: int, conf_threshold: float) -> str:
+    """The line shown when joints are hidden ("" when none is)."""
+    if hidden == 0:
+        return ""
+    return (f"{hidden} of {total} joints hidden (confidence below {conf_threshold:.2f}): "
+            "lower the confidence threshold slider to show them")
 
 
 def _draw_person(canvas: np.ndarray, kpts: np.ndarray, visible: np.ndarray, edges, sides: np.ndarray,
@@ -133,13 +156,13 @@ def draw_poses(image_rgb: np.ndarray, keypoints: np.ndarray, confidence: np.ndar
         image_rgb: (H, W, 3) uint8 RGB; not modified.
         keypoints: (N, K, 2|3) image px (x right, y down); a third column (depth) is ignored.
         confidence: (N, K) in [0, 1]; joints below ``conf_threshold`` are not drawn at all (nor their
-            edges or ellipses).
+            edges or ellipses); a line at the bottom says how many are hidden that way.
         covariance_px: (N, K, 2, 2) image px^2, or None for no ellipses. Ellipses hold ``level`` of a
             Gaussian with this covariance, radius times ``ellipse_scale`` (module docstring; the
-            level is nominal since RLE's sigma is not a calibrated std).
+            level is nominal since RLE's sigma is not a calibrated std); ``ellipse_scale`` 0: none.
         edges: skeleton (i, j) joint pairs; joint_names: K names, to colour left/right.
         boxes_xyxy: (N, 4) image px person boxes, or None; labels: N strings drawn on the boxes.
-        fps: frames per second shown in the top-left corner, or None.
+        fps: frames per second shown in the top-right corner, or None.
 
     Returns:
         (H, W, 3) uint8 RGB, a new array.
@@ -147,7 +170,8 @@ def draw_poses(image_rgb: np.ndarray, keypoints: np.ndarray, confidence: np.ndar
     canvas = np.ascontiguousarray(image_rgb, dtype=np.uint8).copy()
     kpts = np.asarray(keypoints, np.float64)
     kpts = kpts.reshape(len(kpts), kpts.shape[-2] if kpts.ndim == 3 else -1, kpts.shape[-1])[..., :2]  # N may be 0
-    visible = np.isfinite(kpts).all(-1) & (np.asarray(confidence, np.float64).reshape(kpts.shape[:2]) >= conf_threshold)
+    conf = np.asarray(confidence, np.float64).reshape(kpts.shape[:2])
+    visible = np.isfinite(kpts).all(-1) & (conf >= conf_threshold)
     sides = joint_sides(joint_names, kpts.shape[1])
     unit = max(1, round(max(canvas.shape[:2]) / 640))  # line widths grow with the image
     if boxes_xyxy is not None:
@@ -155,20 +179,26 @@ def draw_poses(image_rgb: np.ndarray, keypoints: np.ndarray, confidence: np.ndar
             cv2.rectangle(canvas, (_fx(box[0]), _fx(box[1])), (_fx(box[2]), _fx(box[3])), BOX_RGB, unit,
                           cv2.LINE_8, _SHIFT)
             if labels is not None and n < len(labels):
-                _draw_text(canvas, str(labels[n]), (int(box[0]) + 3, max(int(box[1]) - 5, 12)), 0.45 * unit)
-    if covariance_px is not None and visible.any():
+                draw_text(canvas, str(labels[n]), (int(box[0]) + 4, max(int(box[1]) - 6, 14 * unit)),
+                           0.45 * unit, unit)
+    ellipses = covariance_px is not None and ellipse_scale > 0
+    if ellipses and visible.any():
         cov = np.asarray(covariance_px, np.float64)[visible]
         axes, angles = ellipse_params_batch(cov, ellipse_level, ellipse_scale)
         colours = [side_colour(s) for s in np.broadcast_to(sides, visible.shape)[visible]]
-        _draw_ellipses(canvas, kpts[visible], axes, angles, np.asarray(confidence)[visible], colours)
+        _draw_ellipses(canvas, kpts[visible], axes, angles, conf[visible], colours, unit)
     for n in range(len(kpts)):
         _draw_person(canvas, kpts[n], visible[n], edges, sides, radius=2 * unit, thickness=2 * unit)
     if fps is not None:
-        _draw_text(canvas, f"{fps:.1f} FPS", (8, 20 * unit), 0.6 * unit)
-    if covariance_px is not None:
+        text = f"{fps:.1f} FPS"
+        draw_text(canvas, text, (canvas.shape[1] - 6 - text_width(text, 0.6 * unit, unit), 22 * unit),
+                   0.6 * unit, unit)
+    notes = [hidden_notice(*hidden_joints(kpts, conf, conf_threshold), conf_threshold)]
+    if ellipses:
         r = ellipse_radius(ellipse_level) * ellipse_scale
-        legend = f"ellipses: nominal {100 * ellipse_level:.0f}% Gaussian level (r={r:.2f}); outline = confidence"
-        _draw_text(canvas, legend, (8, canvas.shape[0] - 8 * unit), 0.4 * unit)
+        notes.append(f"ellipses: nominal {100 * ellipse_level:.0f}% Gaussian level (r={r:.2f}); "
+                     "outline colour = confidence, red low to green high")
+    draw_lines_bottom_left(canvas, [n for n in notes if n], 0.45 * unit, unit)
     return canvas
 
 

@@ -27,6 +27,7 @@ import atexit
 import functools
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -40,7 +41,7 @@ import torch
 from models import zoo
 from rle_app import loading
 from rle_app.detect import DETECTORS
-from rle_app.draw import ELLIPSE_LEVEL, annotate, figure_3d
+from rle_app.draw import ELLIPSE_LEVEL, annotate, figure_3d, hidden_joints, hidden_notice
 from rle_app.errors import AppError
 from rle_app.loading import ASSETS_DIR, DEMO
 from rle_app.media import (MAX_IMAGE_PIXELS, MAX_VIDEO_S, SIGMA_NOTE, document, eta_text, frame_record,
@@ -52,7 +53,28 @@ MIRROR_PREVIEW = True        # gradio mirrors the webcam preview AND the frames 
 STREAM_EVERY_S = 0.05        # capture at most 20 frames/s; frames are skipped while one is pending
 STATE_TTL_S = 1800           # a session's kept (image path, poses) is dropped after 30 min
 CACHE_EXPIRY_S = 3600        # rle-app --cache-expiry-s: uploads and outputs older than this are deleted
-NO_PERSON = "No person found: try another detector (hog, full-frame) or a frame with a whole person"
+
+
+def no_person(detector: str) -> str:
+    """The warning when ``detector`` found nobody; it suggests the other detectors."""
+    others = ", ".join(d for d in DETECTORS if d != detector)
+    return f"No person found by the {detector} detector: try another one ({others}) or a frame with a whole person"
+
+
+def plain(message: str) -> str:
+    """A message the browser shows whole: Gradio renders toasts as HTML, where ``<urlopen error x>``
+    is a tag and everything after it vanished. ``<text>`` -> ``text``; a lone ``<`` -> ``‹``."""
+    return re.sub(r"<([^<>]*)>", r"\1", message).replace("<", "\u2039")
+
+
+def user_error(err: Exception) -> gr.Error:
+    """The one-line gr.Error for an AppError: whole, no traceback in the page or the terminal
+    (``print_exception=False``: a user's mistake is not a server fault)."""
+    return gr.Error(plain(str(err)), duration=None, print_exception=False)
+
+VIDEO_NOTE = ("A browser cannot preview some uploads (e.g. MPEG-4 Part 2 .mp4 from older cameras) and Gradio "
+              "then says \"Video not playable\": that is the preview only. *Process video* still reads the "
+              "file, and the annotated result is a .webm every browser plays.")
 
 
 def user_errors(fn):
@@ -62,7 +84,7 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except AppError as err:
-            raise gr.Error(str(err)) from None
+            raise user_error(err) from None
     return wrapper
 
 
@@ -97,6 +119,12 @@ class Handlers:
         self.pipe, self.out_dir = pipe, out_dir
         self.device = device or torch.device("cpu")
         self.max_image_pixels, self.max_video_s = max_image_pixels, max_video_s
+        self.model_name, self.detector = None, None
+
+    def show_detector(self, detector: str) -> str:
+        """The detector dropdown changed: the model info with the new detector line."""
+        self.detector = detector
+        return info_markdown(self.pipe, self.model_name, detector)
 
     @user_errors
     def switch_model(self, name: str, progress=gr.Progress()):
@@ -110,7 +138,8 @@ class Handlers:
         kept = [n for n in self.pipe.notices if not n.startswith(MODEL_NOTICES)]
         notices = ([loading.DEMO_NOTICE] if name == DEMO else []) + kept
         self.pipe.swap_model(model, loading.DEMO_CHECKPOINT if name == DEMO else name, tuple(notices))
-        return info_markdown(self.pipe, name), gr.update(choices=model_choices(name), value=name)
+        self.model_name = name
+        return info_markdown(self.pipe, name, self.detector), gr.update(choices=model_choices(name), value=name)
 
     def webcam_step(self, frame, state, conf, scale, flip, smooth, detector):
         """Streamed: one browser frame file (mirrored when MIRROR_PREVIEW) -> annotated real frame."""
@@ -123,7 +152,7 @@ class Handlers:
             real = np.ascontiguousarray(frame[:, ::-1]) if MIRROR_PREVIEW else frame
             poses = self.pipe.run_frame(real, detector, flip, state, smooth)
         except AppError as err:
-            raise gr.Error(str(err)) from None
+            raise user_error(err) from None
         fps = state.tick(time.perf_counter())
         return annotate(real, poses, self.pipe.config, conf, scale, fps), state
 
@@ -141,7 +170,9 @@ class Handlers:
         rgb = read_image(image, self.max_image_pixels)
         poses = self.pipe.run_frame(rgb, detector, flip)
         if len(poses.boxes_xyxy) == 0:
-            gr.Warning(NO_PERSON)
+            gr.Warning(no_person(detector or self.pipe.default_detector))
+        elif notice := hidden_notice(*hidden_joints(poses.pred.keypoints, poses.pred.confidence, conf), conf):
+            gr.Info(notice)
         doc = document(self.pipe, [frame_record(poses, 0, 0.0)], detector, flip, False)
         drawn = write_png(self.out_dir, "image", annotate(rgb, poses, self.pipe.config, conf, scale))
         return drawn, _write_json(self.out_dir, "image", doc), (str(image), poses)
@@ -174,7 +205,7 @@ class Handlers:
             gr.Warning(f"Only the first {self.max_video_s:g} s were processed (of {doc['duration_s'] or '?'} s): "
                        "this app's video limit (rle-app --max-video-s)")
         if not any(f["people"] for f in doc["frames"]):
-            gr.Warning(NO_PERSON)
+            gr.Warning(no_person(detector or self.pipe.default_detector))
         return str(out), _write_json(self.out_dir, "video", doc)
 
     def plot_3d(self, kept, person, elev, azim):
@@ -190,8 +221,17 @@ class Handlers:
         return fig
 
 
-def info_markdown(pipe: PosePipeline, model_name: str | None = None) -> str:
-    """Which model runs, model info (backbone, dims, input size, provenance), notices, the ellipse legend."""
+def detector_line(pipe: PosePipeline, detector: str | None) -> str:
+    """Which detector runs: the start-up notice (why it was chosen) while the default is in use,
+    else the name picked in the app."""
+    if detector in (None, pipe.default_detector):
+        return next((n for n in pipe.notices if n.startswith("Detector:")), f"Detector: {pipe.default_detector}")
+    return f"Detector: {detector} (picked in the app)"
+
+
+def info_markdown(pipe: PosePipeline, model_name: str | None = None, detector: str | None = None) -> str:
+    """Which model and detector run, model info (backbone, dims, input size, provenance), notices,
+    the ellipse legend."""
     entry = zoo.ZOO.get(str(model_name))
     lines = [f"**Running**: `{model_name}`" + (f" ({entry.task}, {entry.accuracy}, {entry.accuracy_source})"
                                               if entry else "")] if model_name else []
@@ -202,9 +242,11 @@ def info_markdown(pipe: PosePipeline, model_name: str | None = None) -> str:
             lines.append(f"**{label}**: `{info['backbone']}`, {info['dims']}D, input {info['input_hw'][0]}x"
                          f"{info['input_hw'][1]} (HxW), {len(info['joint_names'])} joints, source "
                          f"`{info['source']}`, file `{info['checkpoint']}`")
-    lines += [f"> {n}" for n in pipe.notices]
+    lines += [f"> {n}" for n in pipe.notices if not n.startswith("Detector:")]
+    lines.append(f"> {plain(detector_line(pipe, detector))}")
     lines.append(f"Ellipses: nominal {100 * ELLIPSE_LEVEL:.0f}% Gaussian level of the predicted covariance "
-                 f"(times the ellipse scale); outline red -> green with confidence. {SIGMA_NOTE}.")
+                 f"(times the ellipse scale; 0 turns them off); outline red -> green with confidence. "
+                 f"{SIGMA_NOTE}. Joints below the confidence threshold are hidden; the frame says how many.")
     return "\n\n".join(lines)
 
 
@@ -222,6 +264,7 @@ def build_demo(pipe: PosePipeline, video_path: str | None = None, image_path: st
     """
     h = Handlers(pipe, _output_dir(), device, max_image_pixels, max_video_s)
     model_name = model_name or (DEMO if pipe.checkpoint == loading.DEMO_CHECKPOINT else None)
+    h.model_name = model_name
     every_s = max(1, min(int(cache_expiry_s), 300))
     with gr.Blocks(title="RLE pose", delete_cache=(every_s, max(1, int(cache_expiry_s)))) as demo:
         gr.Markdown("# RLE pose: keypoints with uncertainty")
@@ -229,22 +272,29 @@ def build_demo(pipe: PosePipeline, video_path: str | None = None, image_path: st
         picker = gr.Dropdown(model_choices(model_name), value=model_name, label="2D model (zoo; downloaded once)")
         picker.input(h.switch_model, [picker], [info, picker], api_name="switch_model", concurrency_limit=1)
         with gr.Row():
-            conf = gr.Slider(0.0, 1.0, 0.3, step=0.05, label="confidence threshold")
-            scale = gr.Slider(0.25, 4.0, 1.0, step=0.25, label="ellipse scale")
+            conf = gr.Slider(0.0, 1.0, 0.3, step=0.05, label="confidence threshold",
+                             info="joints below it are hidden (the frame says how many)")
+            scale = gr.Slider(0.0, 4.0, 1.0, step=0.25, label="ellipse scale", info="0: no ellipses")
+            show = gr.Checkbox(True, label="uncertainty ellipses")
             flip = gr.Checkbox(False, label="flip test")
             smooth = gr.Checkbox(True, label="smoothing (webcam, video)")
             det = gr.Dropdown(list(DETECTORS), value=detector or pipe.default_detector, label="detector")
+        show.input(lambda on, s: (s or 1.0) if on else 0.0, [show, scale], scale, api_visibility="private")
+        scale.input(lambda s: s > 0, scale, show, api_visibility="private", show_progress="hidden")
+        det.change(h.show_detector, det, info, api_visibility="private", show_progress="hidden")
         with gr.Tabs(selected="video" if video_path else "image" if image_path else None):
             with gr.Tab("Webcam", id="webcam"):
                 _webcam_tab(h, conf, scale, flip, smooth, det, webcam_time_limit_s)
             with gr.Tab("Video", id="video"):
                 vin = gr.Video(value=video_path or _asset("demo.webm"), sources=["upload"], label="video")
+                gr.Markdown(VIDEO_NOTE)
                 vbtn = gr.Button("Process video", variant="primary")
                 vout, vjson = gr.Video(label="annotated (.webm)"), gr.File(label="keypoints JSON")
                 vbtn.click(h.predict_video, [vin, conf, scale, flip, det, smooth], [vout, vjson],
                            api_name="predict_video", concurrency_limit=1)
             with gr.Tab("Image", id="image"):
                 _image_tab(h, image_path, conf, scale, flip, det)
+    demo.rle_pipeline = pipe    # the CLI prints the same notices in the terminal
     return demo
 
 
@@ -281,9 +331,10 @@ def _webcam_tab(h: Handlers, conf, scale, flip, smooth, det, time_limit_s) -> No
     state = gr.State(None, time_to_live=STATE_TTL_S)
     cam.stream(h.webcam_step, [cam, state, conf, scale, flip, smooth, det], [cam_out, state],
                stream_every=STREAM_EVERY_S, time_limit=time_limit_s, concurrency_limit=1,
-               show_progress="hidden", api_name="predict_frame_stream")
-    twin_in, twin_out = gr.Image(visible=False, type="filepath", image_mode=None), gr.Image(visible=False)
-    twin_json = gr.File(visible=False)
+               show_progress="hidden", api_name="predict_frame_stream", api_visibility="private")
+    twin_in = gr.Image(visible=False, type="filepath", image_mode=None, label="frame")
+    twin_out = gr.Image(visible=False, label="annotated frame")
+    twin_json = gr.File(visible=False, label="keypoints JSON")
     gr.Button(visible=False).click(h.predict_frame, [twin_in, conf, scale, flip, det], [twin_out, twin_json],
                                    api_name="predict_frame")
 
@@ -292,7 +343,7 @@ def _image_tab(h: Handlers, image_path, conf, scale, flip, det) -> None:
     with gr.Row():
         iin = gr.Image(value=image_path or _asset("demo.jpg"), type="filepath", image_mode=None,
                        sources=["upload", "clipboard"], label="image")
-        iout = gr.Image(label="annotated")
+        iout = gr.Image(label="annotated", elem_id="image-annotated")
     ibtn = gr.Button("Estimate poses", variant="primary")
     ijson = gr.File(label="keypoints JSON")
     kept = gr.State(None, time_to_live=STATE_TTL_S)

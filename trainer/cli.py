@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from pathlib import Path
 
 import click
@@ -91,7 +92,7 @@ def _run_training(dataset: str, **opts) -> None:
     from trainer.config import list_presets, resolve_config
     from trainer.fit import fit
     if opts["list_presets"]:
-        click.echo("\n".join(list_presets()))
+        click.echo("\n".join(f"{name:40s} {_preset_summary(name)}" for name in list_presets()))
         return
     preset = opts["preset"] or (SYNTHETIC_PRESETS if opts["synthetic"] else DEFAULT_PRESETS)[dataset]
     if opts["init_from"]:
@@ -110,7 +111,19 @@ def _run_training(dataset: str, **opts) -> None:
         ensure_synthetic(dataset, Path(cfg.data.data_root))
     result = fit(cfg, resume=opts["resume"], max_steps_per_epoch=opts["max_steps"], echo=click.echo)
     if result.is_main:   # under torchrun only rank 0 speaks
-        click.echo(f"done: {result.epochs_done} epochs in {result.run_dir} (best {result.best})")
+        from trainer.fit import format_metric
+        from trainer.tasks import TASKS
+        best = format_metric(TASKS[dataset].best_key, result.best).replace("val ", "best val ", 1)
+        click.echo(f"done: {result.epochs_done} epochs in {result.run_dir}; {best}")
+
+
+def _preset_summary(name: str) -> str:
+    """The first sentence of a preset's header comment (what it is for)."""
+    from trainer.config import PRESET_DIR
+    lines = (PRESET_DIR / f"{name}.yaml").read_text(encoding="utf-8").splitlines()
+    header = " ".join(line.lstrip("# ").strip() for line in lines[:3] if line.startswith("#"))
+    first = header.split(". ")[0]
+    return re.sub(r" \([^)]{12,}(\)|$)", "", first).rstrip(".,:")   # long asides (citations) dropped
 
 
 def ensure_synthetic(dataset: str, root: Path) -> None:

@@ -87,6 +87,7 @@ def fit(cfg: TrainConfig, resume: str | None = None, max_steps_per_epoch: int | 
     log = None
     if rt.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        echo(f"run folder: {run_dir} (config.yaml, metrics.jsonl, last.pth, best.pth)")
         count, size = remove_temp_files(run_dir)
         if count:
             echo(f"removed {count} temporary files ({size / 1e6:.0f} MB) left by interrupted saves")
@@ -157,8 +158,15 @@ def _wrap(model, rt: Runtime, compile_model: bool):
     return wrapped
 
 
+def format_metric(key: str, value: float | None) -> str:
+    """A validation metric as ``rle-eval`` prints it: AP in percent (1 decimal), MPJPE in mm."""
+    if value is None:
+        return f"val {key} n/a"
+    return f"val {key} {100 * value:.1f} %" if key.startswith("AP") else f"val {key} {value:.1f} mm"
+
+
 def _summary(epoch: int, stats: dict, val: dict | None, key: str) -> str:
     text = f"epoch {epoch}: loss {stats.get('loss', float('nan')):.4f}, {stats.get('img_s', 0):.1f} img/s"
     if val is not None:
-        text += f", val {key} {val[key]:.4f}"
+        text += f", {format_metric(key, val[key])}"
     return text

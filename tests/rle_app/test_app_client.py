@@ -14,6 +14,7 @@ import torch
 from gradio_client import Client, handle_file
 
 from models.checkpoint import load_model
+from rle_app import detect
 from rle_app.cli import build_app
 from rle_app.loading import ASSETS_DIR
 
@@ -104,3 +105,32 @@ def test_predict_frame_twin_and_bad_inputs(app, tmp_path):
     (tmp_path / "bad.mp4").write_bytes(b"not a video" * 100)
     with pytest.raises(Exception, match="cannot read this video|Invalid video|not a valid"):
         client.predict(handle_file(str(tmp_path / "bad.mp4")), api_name="/predict_video")
+
+
+def test_a_detector_error_reaches_the_client_whole(app, tmp_path, monkeypatch):
+    client, _, _ = app
+    message = ("mediapipe: /c/pose.task is missing and cannot download it (URLError: <urlopen error [Errno -3] "
+               "Temporary failure in name resolution>); put the file there, or use --detector hog or full-frame")
+
+    class Unreachable:
+        def __init__(self, **options):
+            pass
+
+        def __call__(self, image_rgb, timestamp_ms=None):
+            raise detect.DetectorUnavailable(message)
+    monkeypatch.setitem(detect.DETECTORS, "mediapipe", Unreachable)
+    cv2.imwrite(str(tmp_path / "in.png"), np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(Exception) as err:
+        client.predict(handle_file(str(tmp_path / "in.png")), detector="mediapipe", api_name="/predict_image")
+    shown = str(err.value)
+    assert "urlopen error [Errno -3] Temporary failure in name resolution)" in shown   # no tag left to eat it
+    assert shown.rstrip().endswith("or use --detector hog or full-frame")               # the remedy arrives
+
+
+def test_api_names_its_outputs_and_hides_the_stream(app):
+    client, _, _ = app
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert "/predict_frame_stream" not in api
+    assert {"/predict_image", "/predict_video", "/predict_frame"} <= set(api)
+    labels = [r["label"] for r in api["/predict_frame"]["returns"]]
+    assert labels == ["annotated frame", "keypoints JSON"]

@@ -87,6 +87,8 @@ def _record_launch(monkeypatch) -> dict:
     seen = {}
 
     class FakeDemo:
+        rle_pipeline = type("Pipe", (), {"checkpoint": "demo", "notices": ()})()
+
         def queue(self, **_):
             return self
 

@@ -160,10 +160,11 @@ def test_offline_without_the_file_is_one_line_naming_url_and_cache_path(hub_dir,
 def test_auto_prefers_torchvision_then_mediapipe_then_full_frame(hub_dir, tmp_path, monkeypatch):
     """$RLE_POSE_OFFLINE is set (tests/conftest.py): neither weight file may be fetched, so no network."""
     monkeypatch.setenv("RLE_POSE_CACHE", str(tmp_path / "rle"))
+    monkeypatch.delenv("RLE_POSE_TASK", raising=False)
     monkeypatch.setattr(tv.socket, "create_connection", lambda *a, **k: pytest.fail("network probed"))
     name, notice = detect.resolve_detector("auto", download=True)
     assert name == "full-frame" and "\n" not in notice
-    assert "RLE_POSE_OFFLINE" in notice and tv.weights_url(tv.DEFAULT_ARCH) in notice
+    assert "RLE_POSE_OFFLINE" in notice and str(tv.weights_cache_path(tv.weights_url(tv.DEFAULT_ARCH))) in notice
 
     (tmp_path / "rle").mkdir(exist_ok=True)
     (tmp_path / "rle" / "pose_landmarker_lite.task").write_bytes(b"x")
@@ -175,8 +176,10 @@ def test_auto_prefers_torchvision_then_mediapipe_then_full_frame(hub_dir, tmp_pa
     cached.write_bytes(b"x")
     name, notice = detect.resolve_detector("auto", download=False)
     assert name == "torchvision" and tv.DEFAULT_ARCH in notice and "\n" not in notice
-    assert detect.resolve_detector("auto", detector_model="my.task")[0] == "mediapipe"
-    assert detect.resolve_detector("torchvision") == ("torchvision", "")
+    task = str(tmp_path / "rle" / "pose_landmarker_lite.task")
+    assert detect.resolve_detector("auto", detector_model=task)[0] == "mediapipe"
+    name, notice = detect.resolve_detector("torchvision")     # explicit: checked and announced too
+    assert name == "torchvision" and notice.startswith(f"Detector: torchvision {tv.DEFAULT_ARCH}")
 
 
 def test_unknown_arch_and_bad_score_are_refused():

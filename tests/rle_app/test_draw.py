@@ -64,13 +64,13 @@ def test_skeleton_edges_are_coloured_by_side():
 def test_low_confidence_joints_leave_pixels_untouched():
     kpts, conf, edges, names = _one_person()
     conf[0, 2] = 0.1                                  # left hip below the threshold
-    image = np.random.default_rng(0).integers(0, 255, (160, 160, 3), dtype=np.uint8)
+    image = np.random.default_rng(0).integers(0, 255, (320, 320, 3), dtype=np.uint8)  # notice: bottom rows
     cov = np.broadcast_to(np.eye(2) * 16.0, (1, 4, 2, 2))
     out = draw.draw_poses(image, kpts, conf, cov, edges, conf_threshold=0.3, joint_names=names)
     assert np.array_equal(out[100:140, 40:80], image[100:140, 40:80])   # around the hidden hip
     assert np.array_equal(out[70:90, 56:64], image[70:90, 56:64])       # its edge is gone too
     assert not np.array_equal(out[110:130, 90:110], image[110:130, 90:110])  # the other hip is drawn
-    assert np.array_equal(image, np.random.default_rng(0).integers(0, 255, (160, 160, 3), dtype=np.uint8))
+    assert np.array_equal(image, np.random.default_rng(0).integers(0, 255, (320, 320, 3), dtype=np.uint8))
 
 
 def test_ellipse_size_on_the_canvas_follows_scale():

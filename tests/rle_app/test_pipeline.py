@@ -111,12 +111,23 @@ def test_checkpoint_errors_name_the_option(tmp_path):
 def test_auto_detector_falls_back_with_a_notice(tmp_path, monkeypatch):
     monkeypatch.setenv("RLE_POSE_CACHE", str(tmp_path))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))     # no torchvision weights cached
+    monkeypatch.delenv("RLE_POSE_TASK", raising=False)
     name, notice = detect.resolve_detector("auto", download=False)
-    assert name == "full-frame" and "build_pose_task" in notice and "\n" not in notice
+    assert name == "full-frame" and "README" in notice and "\n" not in notice
+    assert "https://" not in notice                                  # what is missing, not two URLs
+    with pytest.raises(AppError, match=r"^--detector mediapipe: .*missing.*build_pose_task"):
+        detect.resolve_detector("mediapipe", download=False)        # explicit: refused at start, with remedy
+    elsewhere = tmp_path / "elsewhere.task"
+    elsewhere.write_bytes(b"x")
+    monkeypatch.setenv("RLE_POSE_TASK", str(elsewhere))             # the app reads it, as the docs say
+    name, notice = detect.resolve_detector("mediapipe", download=False)
+    assert name == "mediapipe" and str(elsewhere) in notice and "$RLE_POSE_TASK" in notice
+    monkeypatch.delenv("RLE_POSE_TASK")
     task = tmp_path / "pose_landmarker_lite.task"
     task.write_bytes(b"x")
     name, notice = detect.resolve_detector("auto", download=False)
     assert name == "mediapipe" and notice.startswith("Detector: mediapipe") and "\n" not in notice
+    assert detect.resolve_detector("hog") == ("hog", "Detector: hog (--detector hog)")
 
 
 def test_joints_mm_is_weak_perspective_about_the_root():
