@@ -24,6 +24,30 @@ from .files import CacheNotWritable
 from .pose_model import PoseOutput
 
 BACKENDS = ("auto", "torch", "onnxruntime")
+
+
+class DeviceError(ValueError):
+    """A ``--device`` this machine does not have, or not a device name; the message is one line."""
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> cuda when available, else cpu; anything else as torch spells it, checked: a
+    non-device name or a cuda device this machine does not have is a one-line ``DeviceError``
+    naming ``--device`` (said before any model is loaded)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"--device {name}: not a torch device (auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise DeviceError(f"--device {name}: no CUDA GPU is available here (torch {torch.__version__}); "
+                              "use --device cpu or auto")
+        if device.index is not None and device.index >= count:
+            raise DeviceError(f"--device {name}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+    return device
 AUTO_REPEATS = 3
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from models import zoo
+from models import backends, zoo
 from models.backbone import BackboneError
 from models.checkpoint import CheckpointError, load_model
 from rle_app.errors import AppError
@@ -29,22 +29,11 @@ DEFAULT_MODELS = {"cpu": "mmpose-rle-mobilenetv2-coco", "cuda": "rle-r50-coco"}
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> cuda when available, else cpu; anything else as torch spells it. A cuda device
-    this machine does not have is an AppError (said before any model is loaded)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``models.backends.resolve_device``, its one-line error as an AppError."""
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise AppError(f"--device {name}: not a torch device (auto, cpu, cuda, cuda:N)") from None
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise AppError(f"--device {name}: no CUDA GPU is available here (torch {torch.__version__}); "
-                           "use --device cpu or auto")
-        if device.index is not None and device.index >= count:
-            raise AppError(f"--device {name}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
-    return device
+        return backends.resolve_device(name)
+    except backends.DeviceError as err:
+        raise AppError(str(err)) from None
 
 
 def check_backend(backend: str, device: torch.device) -> None:

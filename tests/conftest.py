@@ -93,6 +93,29 @@ def official_state_dict(name: str = "coco-laplace-rle.pth", seed: int = 0, mu: n
     return state
 
 
+REAL_COCO = Path(__file__).resolve().parent / "data" / "real" / "coco"
+
+
+def real_coco_people(min_keypoints: int = 0) -> list[tuple[Path, np.ndarray]]:
+    """The real COCO val2017 photos of tests/data/real (source note there), in file-name order ->
+    (path, person boxes xyxy px (M, 4) float64): the annotated non-crowd people with a box over 1 px
+    and at least ``min_keypoints`` labelled keypoints."""
+    coco = json.loads((REAL_COCO / "test_coco.json").read_text())
+    photos = []
+    for im in sorted(coco["images"], key=lambda im: im["file_name"]):
+        boxes = [[x, y, x + w, y + h] for a in coco["annotations"] if a["image_id"] == im["id"]
+                 and not a["iscrowd"] and a["num_keypoints"] >= min_keypoints
+                 for x, y, w, h in [a["bbox"]] if w > 1 and h > 1]
+        photos.append((REAL_COCO / im["file_name"], np.array(boxes, np.float64).reshape(-1, 4)))
+    return photos
+
+
+@pytest.fixture(scope="session")
+def real_coco():
+    """``real_coco_people`` above."""
+    return real_coco_people
+
+
 @pytest.fixture(scope="session")
 def official_state():
     """``official_state_dict`` above, for tests that write official checkpoints."""

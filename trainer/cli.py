@@ -225,6 +225,25 @@ def eval_main() -> None:
     pass
 
 
+def eval_options(fn):
+    """The options ``rle-eval coco`` and ``rle-eval h36m`` share: batch size, workers, device, image
+    decoding, the restart cache and the inference backend."""
+    for option in reversed([
+        click.option("--batch-size", type=int, default=64, show_default=True),
+        click.option("--workers", type=int, default=2, show_default=True),
+        click.option("--device", default="auto", show_default=True),
+        click.option("--image-decode", type=click.Choice(["full", "reduced"]), default="full", show_default=True,
+                      help="full: whole images at full resolution, the reference's pixels; reduced: only the "
+                      "crop's region, DCT-scaled for large boxes (faster, slightly different AP; README)."),
+        click.option("--image-cache", help="With --image-decode reduced: folder for restart-marker copies of the "
+                      "images (see rle-train --help)."),
+        click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime"]), default="torch", show_default=True,
+                      help="Inference backend (ONNX Runtime: the graph is exported once and cached beside the checkpoint)."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
 @eval_main.command("coco", help="COCO keypoint AP (pycocotools) of CKPT (a file, an http(s) URL or a zoo "
                    "name such as rle-r50-coco) on val2017.")
 @click.argument("checkpoint")
@@ -234,17 +253,8 @@ def eval_main() -> None:
 @click.option("--flip/--no-flip", default=True, show_default=True, help="Flip test.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Write the metrics JSON here.")
 @click.option("--results", "results_path", type=click.Path(dir_okay=False), help="Write COCO keypoint results here.")
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--workers", type=int, default=2, show_default=True)
-@click.option("--device", default="auto", show_default=True)
 @click.option("--val-dir", default="images/val2017", show_default=True, help="Image folder under --data-root.")
-@click.option("--image-decode", type=click.Choice(["full", "reduced"]), default="full", show_default=True,
-              help="full: whole images at full resolution, the reference's pixels; reduced: only the "
-              "crop's region, DCT-scaled for large boxes (faster, slightly different AP; README).")
-@click.option("--image-cache", help="With --image-decode reduced: folder for restart-marker copies of the "
-              "images (see rle-train --help).")
-@click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime"]), default="torch", show_default=True,
-              help="Inference backend (ONNX Runtime: the graph is exported once and cached beside the checkpoint).")
+@eval_options
 @one_line_errors
 def eval_coco(checkpoint, data_root, boxes, score_threshold, flip, out_path, results_path,
               batch_size, workers, device, val_dir, image_decode, image_cache, backend) -> None:
@@ -292,16 +302,7 @@ H36M_TEST_FILE = "annotations/Sample_64_test_Human36M_protocol_2.json"
               "Human36M_protocol_2.json, h36m/images/); the h36m folder itself works too.")
 @click.option("--flip/--no-flip", default=True, show_default=True, help="Flip test (u -> -u - 1/W, depth kept).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Write the metrics JSON here.")
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--workers", type=int, default=2, show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--image-decode", type=click.Choice(["full", "reduced"]), default="full", show_default=True,
-              help="full: whole images at full resolution, the reference's pixels; reduced: only the "
-              "crop's region, DCT-scaled for large boxes (faster, slightly different AP; README).")
-@click.option("--image-cache", help="With --image-decode reduced: folder for restart-marker copies of the "
-              "images (see rle-train --help).")
-@click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime"]), default="torch", show_default=True,
-              help="Inference backend (ONNX Runtime: the graph is exported once and cached beside the checkpoint).")
+@eval_options
 @one_line_errors
 def eval_h36m(checkpoint, data_root, flip, out_path, batch_size, workers, device, image_decode,
               image_cache, backend) -> None:

@@ -19,6 +19,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from models import backends
 from models.build import PoseModel
 from trainer.config import ConfigError
 
@@ -63,19 +64,11 @@ class Runtime:
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; anything else as given (checked)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``models.backends.resolve_device``, its one-line error as a ConfigError."""
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"--device {name}: not a device name; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available here; use --device cpu or auto")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s); "
-                          "use cuda:0 .. or auto")
-    return device
+        return backends.resolve_device(name)
+    except backends.DeviceError as err:
+        raise ConfigError(str(err)) from None
 
 
 def setup_runtime(device_name: str, amp: str, channels_last: bool) -> Runtime:

@@ -1,6 +1,5 @@
 """ONNX export and the ONNX Runtime backend: the graph against torch for official, mmpose and
 project checkpoints (2D, 3D), the Predictor on real photos, the cache, auto, and a bad export."""
-import json
 from pathlib import Path
 
 import cv2
@@ -14,7 +13,6 @@ from models import backends, build_model, coco_config, h36m_config, load_model, 
 from models.export import ExportError, cached_onnx, export_onnx
 from models.predictor import Predictor
 
-REAL = Path(__file__).resolve().parents[1] / "data" / "real" / "coco"
 K = 17
 
 
@@ -66,22 +64,12 @@ def test_graph_gives_torch_mu_and_sigma_for_uint8_and_float_crops(tmp_path, kind
     assert not model.training                                                   # the export left it as it was
 
 
-def _real_photos():
-    data = json.loads((REAL / "test_coco.json").read_text())
-    files = {im["id"]: im["file_name"] for im in data["images"]}
-    boxes = {}
-    for ann in data["annotations"]:
-        x, y, w, h = ann["bbox"]
-        if w > 1 and h > 1:
-            boxes.setdefault(files[ann["image_id"]], []).append([x, y, x + w, y + h])
-    return [(cv2.imread(str(REAL / name))[..., ::-1].copy(), np.array(b, np.float64)) for name, b in sorted(boxes.items())]
-
-
-def test_onnxruntime_predictor_gives_torch_keypoints_on_real_photos(tmp_path, official_state, mmpose_mobilenetv2):
+def test_onnxruntime_predictor_gives_torch_keypoints_on_real_photos(tmp_path, official_state, mmpose_mobilenetv2,
+                                                                   real_coco):
     model = load_model(_checkpoint("official-2d", tmp_path, official_state, mmpose_mobilenetv2))
     eager, fast = Predictor(model), Predictor(model, backend="onnxruntime")
     assert fast.backend == "onnxruntime" and isinstance(fast.runner, backends.OnnxRuntimeRunner)
-    photos = _real_photos()
+    photos = [(cv2.imread(str(path))[..., ::-1].copy(), boxes) for path, boxes in real_coco()]
     assert len(photos) == 4
     for image, boxes in photos:
         for flip in (False, True):

@@ -12,7 +12,6 @@ estimator's crop -> image step (kp / input_size * scale + center - scale / 2). B
 torchvision's ResNet (mmpose's ResNet has its names) and mmpose's MobileNetV2 written out in
 tests/conftest.py.
 """
-import json
 import os
 from pathlib import Path
 
@@ -28,7 +27,6 @@ from models.config import mmpose_config
 from models.geometry import crop_maps_for_boxes
 from models.predictor import Predictor, crops_for_boxes
 
-REAL = Path(__file__).resolve().parents[1] / "data" / "real" / "coco"
 MEAN = np.array([123.675, 116.28, 103.53])
 STD = np.array([58.395, 57.12, 57.375])
 COCO_FLIP_INDICES = [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15]
@@ -113,17 +111,6 @@ def ref_inference(backbone, fc_w, fc_b, image_bgr, boxes_xyxy, flip):
     return np.stack(kps), np.stack(sigmas), np.stack(scores)
 
 
-def _real_photos():
-    data = json.loads((REAL / "test_coco.json").read_text())
-    files = {im["id"]: im["file_name"] for im in data["images"]}
-    boxes = {}
-    for ann in data["annotations"]:
-        x, y, w, h = ann["bbox"]
-        if w > 1 and h > 1:
-            boxes.setdefault(files[ann["image_id"]], []).append([x, y, x + w, y + h])
-    return [(REAL / name, np.array(b[:MAX_BOXES], np.float64)) for name, b in sorted(boxes.items())]
-
-
 def _mmpose_checkpoint(kind: str, layout: str, path: Path, photos,
                        mobilenetv2: type) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """Write an mmpose-style checkpoint ({"meta", "state_dict"}) with random weights under mmpose's
@@ -176,8 +163,8 @@ CASES = [("resnet50", "1.x", "resnet50"), ("resnet50", "0.x", "resnet50"),
 
 
 @pytest.mark.parametrize("kind,layout,timm_name", CASES)
-def test_mmpose_checkpoint_predicts_what_mmpose_predicts(tmp_path, kind, layout, timm_name, mmpose_mobilenetv2):
-    photos = _real_photos()
+def test_mmpose_checkpoint_predicts_what_mmpose_predicts(tmp_path, kind, layout, timm_name, mmpose_mobilenetv2, real_coco):
+    photos = [(path, boxes[:MAX_BOXES]) for path, boxes in real_coco()]
     path = tmp_path / "td-reg_rle-8xb64-210e_coco-256x192-0123abcd_20220913.pth"
     backbone, fc_w, fc_b = _mmpose_checkpoint(kind, layout, path, photos, mmpose_mobilenetv2)
     model = load_model(path)
@@ -198,8 +185,8 @@ def test_mmpose_checkpoint_predicts_what_mmpose_predicts(tmp_path, kind, layout,
             np.testing.assert_allclose(ours.sigma / scales, sigma, rtol=0, atol=1e-4)
 
 
-def test_mmpose_warp_gives_mmpose_crops_bit_for_bit():
-    photos = _real_photos()
+def test_mmpose_warp_gives_mmpose_crops_bit_for_bit(real_coco):
+    photos = [(path, boxes[:MAX_BOXES]) for path, boxes in real_coco()]
     rng = np.random.default_rng(5)
     config = mmpose_config("resnet18")
     assert config.warp == "mmpose"
@@ -218,8 +205,8 @@ def test_mmpose_warp_gives_mmpose_crops_bit_for_bit():
             np.testing.assert_allclose(mat_official, ref_mat, rtol=0, atol=1e-3)   # the same similarity
 
 
-def test_mmpose_flow_is_the_same_density_and_conventions_survive_a_round_trip(tmp_path, mmpose_mobilenetv2):
-    photos = _real_photos()
+def test_mmpose_flow_is_the_same_density_and_conventions_survive_a_round_trip(tmp_path, mmpose_mobilenetv2, real_coco):
+    photos = [(path, boxes[:MAX_BOXES]) for path, boxes in real_coco()]
     path = tmp_path / "mobilenetv2_rle_coco_256x192.pth"
     _mmpose_checkpoint("mobilenetv2", "1.x", path, photos, mmpose_mobilenetv2)
     state = torch.load(path, weights_only=False)["state_dict"]
@@ -249,8 +236,8 @@ def test_mmpose_flow_is_the_same_density_and_conventions_survive_a_round_trip(tm
         torch.testing.assert_close(again(images).mu, model(images).mu, rtol=0, atol=0)
 
 
-def test_mmpose_name_gives_the_input_size_and_a_nonstandard_prior_is_refused(tmp_path, mmpose_mobilenetv2):
-    photos = _real_photos()
+def test_mmpose_name_gives_the_input_size_and_a_nonstandard_prior_is_refused(tmp_path, mmpose_mobilenetv2, real_coco):
+    photos = [(path, boxes[:MAX_BOXES]) for path, boxes in real_coco()]
     path = tmp_path / "td-reg_res152_rle-8xb64-210e_coco-384x288-83f9ea47_20220913.pth"
     _mmpose_checkpoint("mobilenetv2", "1.x", path, photos, mmpose_mobilenetv2)
     assert load_model(path).config.input_hw == (384, 288)

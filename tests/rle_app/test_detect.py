@@ -155,32 +155,15 @@ def test_box_tracker_holds_missed_tracks_then_drops_them():
     assert tracker.update(box).track_ids.tolist() == [1]     # a new id, never reused
 
 
-REAL = Path(__file__).resolve().parents[1] / "data" / "real" / "coco"
-
-
-def _real_coco_photos() -> list[tuple[np.ndarray, np.ndarray]]:
-    """The real COCO val2017 photos of tests/data/real (source note there) -> (image RGB, person boxes
-    xyxy px of the annotated non-crowd people with at least 10 labelled keypoints)."""
-    import json
-    coco = json.loads((REAL / "test_coco.json").read_text())
-    photos = []
-    for im in coco["images"]:
-        boxes = [[x, y, x + w, y + h] for a in coco["annotations"] if a["image_id"] == im["id"]
-                 and not a["iscrowd"] and a["num_keypoints"] >= 10 for x, y, w, h in [a["bbox"]]]
-        image = cv2.cvtColor(cv2.imread(str(REAL / im["file_name"])), cv2.COLOR_BGR2RGB)
-        photos.append((image, np.array(boxes, float)))
-    return photos
-
-
 @pytest.mark.skipif(not (POSE_TASK and Path(POSE_TASK).is_file()), reason="set RLE_POSE_TASK to a .task "
                     "(python -m rle_app.build_pose_task --wheel download --out FILE)")
 @pytest.mark.parametrize("mode", ["image", "video"])
-def test_mediapipe_finds_the_people_in_real_photos(mode):
+def test_mediapipe_finds_the_people_in_real_photos(mode, real_coco):
     """Each photo gives at least one person, every box found is a real annotated person (IoU > 0.5,
     the usual match), the lone skier of 000000000785 is found alone, and a grey frame gives nothing.
     Recall with the default num_poses (6) is 4 of the 12 people, as with 2 (measured; README): the
     landmarker's own person detector, not the cap, is the limit."""
-    photos = _real_coco_photos()
+    photos = [(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB), people) for path, people in real_coco(10)]
     assert [len(people) for _, people in photos] == [1, 2, 4, 5]
     with detect.build_detector("mediapipe", model_path=POSE_TASK, running_mode=mode) as det:
         matched = 0
