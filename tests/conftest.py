@@ -271,6 +271,25 @@ class MMPoseMobileNetV2(nn.Module):
         return self.conv2(x)
 
 
+def mmpose_flow_state(flow: str, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """mmpose's RLE flow (``RealNVP``: ``loc``/``cov`` of its standard-normal prior, ``mask`` (6, 2),
+    ``s``/``t`` nets 2-64-64-2) under the key prefix ``flow``, seeded random weights."""
+    state = {flow + "loc": torch.zeros(2), flow + "cov": torch.eye(2),
+             flow + "mask": torch.tensor([[0, 1], [1, 0]] * 3, dtype=torch.float32)}
+    for net in ("s", "t"):
+        for i in range(6):
+            for j, shape in ((0, (64, 2)), (2, (64, 64)), (4, (2, 64))):
+                state[f"{flow}{net}.{i}.{j}.weight"] = 0.3 * torch.randn(shape, generator=gen)
+                state[f"{flow}{net}.{i}.{j}.bias"] = 0.1 * torch.randn(shape[0], generator=gen)
+    return state
+
+
+@pytest.fixture(scope="session")
+def mmpose_flow():
+    """``mmpose_flow_state`` above."""
+    return mmpose_flow_state
+
+
 @pytest.fixture(scope="session")
 def mmpose_mobilenetv2():
     """``MMPoseMobileNetV2`` above (mmpose's parameter names: conv1.conv, layer1.0.conv.0.conv ...)."""

@@ -16,39 +16,34 @@ from models.predictor import Predictor
 K = 17
 
 
-def _mmpose_checkpoint(path: Path, mobilenetv2: type) -> None:
+def _mmpose_checkpoint(path: Path, mobilenetv2: type, mmpose_flow) -> None:
     """An mmpose 1.x RLE file ({"meta", "state_dict"}) on the reference MobileNetV2, random weights."""
     gen = torch.Generator().manual_seed(3)
     state = {"backbone." + k: v.clone() for k, v in mobilenetv2().state_dict().items()}
     state["head.fc.weight"] = 0.01 * torch.randn(K * 4, 1280, generator=gen)
     state["head.fc.bias"] = torch.rand(K * 4, generator=gen)
     flow = "head.loss_module.flow_model."
-    state[flow + "loc"], state[flow + "cov"] = torch.zeros(2), torch.eye(2)
-    state[flow + "mask"] = torch.tensor([[0, 1], [1, 0]] * 3, dtype=torch.float32)
-    for net in ("s", "t"):
-        for i in range(6):
-            for j, shape in ((0, (64, 2)), (2, (64, 64)), (4, (2, 64))):
-                state[f"{flow}{net}.{i}.{j}.weight"] = 0.3 * torch.randn(shape, generator=gen)
-                state[f"{flow}{net}.{i}.{j}.bias"] = 0.1 * torch.randn(shape[0], generator=gen)
+    state.update(mmpose_flow(flow, gen))
     torch.save({"meta": {"epoch": 1}, "state_dict": state}, path)
 
 
-def _checkpoint(kind: str, folder: Path, official_state, mobilenetv2) -> Path:
+def _checkpoint(kind: str, folder: Path, official_state, mobilenetv2, mmpose_flow) -> Path:
     if kind.startswith("official"):
         name = "coco-laplace-rle.pth" if kind == "official-2d" else "h36m-laplace-rle.pth"
         torch.save(official_state(name), folder / name)
         return folder / name
     if kind == "mmpose-mobilenetv2":
         path = folder / "td-reg_rle-8xb64-210e_coco-256x192-0123abcd_20220913.pth"
-        _mmpose_checkpoint(path, mobilenetv2)
+        _mmpose_checkpoint(path, mobilenetv2, mmpose_flow)
         return path
     config = coco_config("resnet10t") if kind == "project-2d" else h36m_config("resnet10t")
     return save_checkpoint(folder / f"{kind}.pth", build_model(config))
 
 
 @pytest.mark.parametrize("kind", ["official-2d", "official-3d", "mmpose-mobilenetv2", "project-2d", "project-3d"])
-def test_graph_gives_torch_mu_and_sigma_for_uint8_and_float_crops(tmp_path, kind, official_state, mmpose_mobilenetv2):
-    model = load_model(_checkpoint(kind, tmp_path, official_state, mmpose_mobilenetv2))
+def test_graph_gives_torch_mu_and_sigma_for_uint8_and_float_crops(tmp_path, kind, official_state, mmpose_mobilenetv2,
+                                                                 mmpose_flow):
+    model = load_model(_checkpoint(kind, tmp_path, official_state, mmpose_mobilenetv2, mmpose_flow))
     crops = torch.from_numpy(np.random.default_rng(5).integers(0, 256, (4, 3, *model.config.input_hw), np.uint8))
     with torch.no_grad():
         ref = model(crops)
@@ -65,8 +60,8 @@ def test_graph_gives_torch_mu_and_sigma_for_uint8_and_float_crops(tmp_path, kind
 
 
 def test_onnxruntime_predictor_gives_torch_keypoints_on_real_photos(tmp_path, official_state, mmpose_mobilenetv2,
-                                                                   real_coco):
-    model = load_model(_checkpoint("official-2d", tmp_path, official_state, mmpose_mobilenetv2))
+                                                                   real_coco, mmpose_flow):
+    model = load_model(_checkpoint("official-2d", tmp_path, official_state, mmpose_mobilenetv2, mmpose_flow))
     eager, fast = Predictor(model), Predictor(model, backend="onnxruntime")
     assert fast.backend == "onnxruntime" and isinstance(fast.runner, backends.OnnxRuntimeRunner)
     photos = [(cv2.imread(str(path))[..., ::-1].copy(), boxes) for path, boxes in real_coco()]

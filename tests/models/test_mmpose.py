@@ -112,7 +112,7 @@ def ref_inference(backbone, fc_w, fc_b, image_bgr, boxes_xyxy, flip):
 
 
 def _mmpose_checkpoint(kind: str, layout: str, path: Path, photos,
-                       mobilenetv2: type) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+                       mobilenetv2: type, mmpose_flow) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """Write an mmpose-style checkpoint ({"meta", "state_dict"}) with random weights under mmpose's
     key names; returns the reference backbone and head weights. The head is scaled from the real
     crops' features so that keypoints spread over the crop and sigmas over (0, 1)."""
@@ -144,13 +144,7 @@ def _mmpose_checkpoint(kind: str, layout: str, path: Path, photos,
         ("backbone.", "keypoint_head.fc.", "keypoint_head.loss.flow_model.")
     state = {prefix + k: v.clone() for k, v in names.items()}
     state[head + "weight"], state[head + "bias"] = fc_w, fc_b
-    state[flow + "loc"], state[flow + "cov"] = torch.zeros(2), torch.eye(2)
-    state[flow + "mask"] = torch.tensor([[0, 1], [1, 0]] * 3, dtype=torch.float32)
-    for net in ("s", "t"):
-        for i in range(6):
-            for j, shape in ((0, (64, 2)), (2, (64, 64)), (4, (2, 64))):
-                state[f"{flow}{net}.{i}.{j}.weight"] = 0.3 * torch.randn(shape, generator=gen)
-                state[f"{flow}{net}.{i}.{j}.bias"] = 0.1 * torch.randn(shape[0], generator=gen)
+    state.update(mmpose_flow(flow, gen))
     meta = {"epoch": 210, "mmpose_version": "1.3.2", "best_score": np.float64(0.706),
             "dataset_meta": {"sigmas": np.linspace(0.025, 0.107, K).astype(np.float32),
                              "flip_indices": COCO_FLIP_INDICES, "dataset_name": "coco"}}
@@ -163,10 +157,10 @@ CASES = [("resnet50", "1.x", "resnet50"), ("resnet50", "0.x", "resnet50"),
 
 
 @pytest.mark.parametrize("kind,layout,timm_name", CASES)
-def test_mmpose_checkpoint_predicts_what_mmpose_predicts(tmp_path, kind, layout, timm_name, mmpose_mobilenetv2, real_coco):
+def test_mmpose_checkpoint_predicts_what_mmpose_predicts(tmp_path, kind, layout, timm_name, mmpose_mobilenetv2, real_coco, mmpose_flow):
     photos = [(path, boxes[:MAX_BOXES]) for path, boxes in real_coco()]
     path = tmp_path / "td-reg_rle-8xb64-210e_coco-256x192-0123abcd_20220913.pth"
-    backbone, fc_w, fc_b = _mmpose_checkpoint(kind, layout, path, photos, mmpose_mobilenetv2)
+    backbone, fc_w, fc_b = _mmpose_checkpoint(kind, layout, path, photos, mmpose_mobilenetv2, mmpose_flow)
     model = load_model(path)
     assert (model.config.backbone, model.config.head_layout, model.config.warp, model.config.input_hw) == (
         timm_name, "mmpose", "mmpose", (256, 192))
@@ -205,10 +199,10 @@ def test_mmpose_warp_gives_mmpose_crops_bit_for_bit(real_coco):
             np.testing.assert_allclose(mat_official, ref_mat, rtol=0, atol=1e-3)   # the same similarity
 
 
-def test_mmpose_flow_is_the_same_density_and_conventions_survive_a_round_trip(tmp_path, mmpose_mobilenetv2, real_coco):
+def test_mmpose_flow_is_the_same_density_and_conventions_survive_a_round_trip(tmp_path, mmpose_mobilenetv2, real_coco, mmpose_flow):
     photos = [(path, boxes[:MAX_BOXES]) for path, boxes in real_coco()]
     path = tmp_path / "mobilenetv2_rle_coco_256x192.pth"
-    _mmpose_checkpoint("mobilenetv2", "1.x", path, photos, mmpose_mobilenetv2)
+    _mmpose_checkpoint("mobilenetv2", "1.x", path, photos, mmpose_mobilenetv2, mmpose_flow)
     state = torch.load(path, weights_only=False)["state_dict"]
     model = load_model(path)
     prefix = "head.loss_module.flow_model."
@@ -236,10 +230,10 @@ def test_mmpose_flow_is_the_same_density_and_conventions_survive_a_round_trip(tm
         torch.testing.assert_close(again(images).mu, model(images).mu, rtol=0, atol=0)
 
 
-def test_mmpose_name_gives_the_input_size_and_a_nonstandard_prior_is_refused(tmp_path, mmpose_mobilenetv2, real_coco):
+def test_mmpose_name_gives_the_input_size_and_a_nonstandard_prior_is_refused(tmp_path, mmpose_mobilenetv2, real_coco, mmpose_flow):
     photos = [(path, boxes[:MAX_BOXES]) for path, boxes in real_coco()]
     path = tmp_path / "td-reg_res152_rle-8xb64-210e_coco-384x288-83f9ea47_20220913.pth"
-    _mmpose_checkpoint("mobilenetv2", "1.x", path, photos, mmpose_mobilenetv2)
+    _mmpose_checkpoint("mobilenetv2", "1.x", path, photos, mmpose_mobilenetv2, mmpose_flow)
     assert load_model(path).config.input_hw == (384, 288)
     ckpt = torch.load(path, weights_only=False)
     ckpt["state_dict"]["head.loss_module.flow_model.loc"] = torch.ones(2)
