@@ -114,9 +114,8 @@ def _run_training(dataset: str, **opts) -> None:
                        (cfg.data.train_image_dir, cfg.data.val_image_dir))
     if opts["synthetic"]:
         ensure_synthetic(dataset, Path(cfg.data.data_root))
-    else:   # before the model (and any download of its weights)
-        _require_data(_data_root_source(opts, cfg.data.data_root), cfg.data.data_root,
-                      (cfg.data.train_annotation_file, cfg.data.train_image_dir), DATA_HOLDS[dataset])
+    else:   # before the model (and any download of its weights); fit reads the data before it too
+        _require_data(_data_root_source(opts, cfg.data.data_root), cfg.data.data_root, (), DATA_HOLDS[dataset])
     result = fit(cfg, resume=opts["resume"], max_steps_per_epoch=opts["max_steps"], echo=click.echo)
     if result.is_main:   # under torchrun only rank 0 speaks
         from trainer.fit import format_metric
@@ -289,10 +288,10 @@ def eval_coco(checkpoint, data_root, boxes, score_threshold, flip, out_path, res
     _check_image_cache(image_decode, image_cache, data_root, (val_dir,))
     _check_out_file("--out", out_path)
     _check_out_file("--results", results_path)
-    _require_data(f"--data-root {data_root}", data_root, (DataConfig.val_annotation_file, val_dir),
-                  f"{DataConfig.val_annotation_file} and {val_dir}/ (--val-dir)")
     dev = resolve_device(device)
     model = _load_for_eval(checkpoint, 2, dev)
+    _require_data(f"--data-root {data_root}", data_root, (DataConfig.val_annotation_file, val_dir),
+                  f"{DataConfig.val_annotation_file} and {val_dir}/")
     detected = boxes != "gt"
     if detected and not Path(boxes).is_file():
         raise DatasetError(f"--boxes {boxes}: no such detection-results file (or use --boxes gt)")
