@@ -8,6 +8,11 @@ from pathlib import Path
 
 import click
 
+# rle-train's options by the config key they set (errors name a value as the user typed it)
+OPTION_NAMES = {"data.data_root": "--data-root", "model.backbone": "--backbone", "optim.epochs": "--epochs",
+                "data.batch_size_per_gpu": "--batch-size", "optim.lr": "--lr", "data.workers": "--workers",
+                "device": "--device", "out_dir": "--out", "seed": "--seed", "init_from": "--init-from",
+                "loss": "--loss", "pretrained": "--pretrained", "data.image_cache": "--image-cache"}
 DEFAULT_PRESETS = {"coco": "256x192_res50_regress-flow", "h36m": "256x192_res50_3d_h36mmpii-flow"}
 SYNTHETIC_PRESETS = {"coco": "synthetic-coco", "h36m": "synthetic-h36m"}
 
@@ -104,17 +109,44 @@ def _run_training(dataset: str, **opts) -> None:
                  "data.workers": opts["workers"], "device": opts["device"], "out_dir": opts["out_dir"],
                  "seed": opts["seed"], "init_from": opts["init_from"], "loss": opts["loss"] or opts["renamed_head"],
                  "pretrained": opts["pretrained"], "data.image_cache": _absolute(opts["image_cache"])}
-    cfg = resolve_config(preset, opts["config_file"], overrides, opts["sets"])
+    cfg = resolve_config(preset, opts["config_file"], overrides, opts["sets"], OPTION_NAMES)
     _check_image_cache("reduced", cfg.data.image_cache, cfg.data.data_root,
                        (cfg.data.train_image_dir, cfg.data.val_image_dir))
     if opts["synthetic"]:
         ensure_synthetic(dataset, Path(cfg.data.data_root))
+    else:   # before the model (and any download of its weights); fit reads the data before it too
+        _require_data(_data_root_source(opts, cfg.data.data_root), cfg.data.data_root, (), DATA_HOLDS[dataset])
     result = fit(cfg, resume=opts["resume"], max_steps_per_epoch=opts["max_steps"], echo=click.echo)
     if result.is_main:   # under torchrun only rank 0 speaks
         from trainer.fit import format_metric
         from trainer.tasks import TASKS
         best = format_metric(TASKS[dataset].best_key, result.best).replace("val ", "best val ", 1)
         click.echo(f"done: {result.epochs_done} epochs in {result.run_dir}; {best}")
+
+
+DATA_HOLDS = {"coco": "annotations/ and images/", "h36m": "h36m/ and mpii/"}   # what a data root holds
+
+
+def _data_root_source(opts: dict, root: str) -> str:
+    """``data.data_root`` as the user gave it: the last ``--set data.data_root=``, else
+    ``--data-root``, else the config file's or preset's ``data.data_root``."""
+    for item in reversed(opts["sets"]):
+        if item.partition("=")[0].strip() == "data.data_root":
+            return f"--set {item}"
+    if opts["data_root"]:
+        return f"--data-root {opts['data_root']}"
+    return f"data.data_root {root} (of the preset or config file)"
+
+
+def _require_data(source: str, root: str, needed: tuple[str, ...], holds: str) -> None:
+    """The data root is a folder holding ``needed`` (paths under it), else one line naming ``source``
+    (how the user gave the root), said before a model is built or downloaded."""
+    from trainer.data.dataset import DatasetError
+    if not Path(root).is_dir():
+        raise DatasetError(f"{source}: no such folder; give the folder holding {holds} (--data-root DIR)")
+    for rel in needed:
+        if not (Path(root) / rel).exists():
+            raise DatasetError(f"{source}: {rel} not found in it; give the folder holding {holds} (--data-root DIR)")
 
 
 def _preset_summary(name: str) -> str:
@@ -268,6 +300,8 @@ def eval_coco(checkpoint, data_root, boxes, score_threshold, flip, out_path, res
     _check_out_file("--results", results_path)
     dev = resolve_device(device)
     model = _load_for_eval(checkpoint, 2, dev)
+    _require_data(f"--data-root {data_root}", data_root, (DataConfig.val_annotation_file, val_dir),
+                  f"{DataConfig.val_annotation_file} and {val_dir}/")
     detected = boxes != "gt"
     if detected and not Path(boxes).is_file():
         raise DatasetError(f"--boxes {boxes}: no such detection-results file (or use --boxes gt)")

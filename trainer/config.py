@@ -35,9 +35,23 @@ class ConfigError(ValueError):
     """A bad preset, config file, option or value; the message is one line naming its source."""
 
 
+class FieldError(ConfigError):
+    """One field's invariant: ``key`` ("optim.epochs"), its ``value`` and what is wrong with it
+    ("must be at least 1"); the loader rewords it as the user gave the value (``--epochs 0: ...``)."""
+
+    def __init__(self, key: str, value: Any, problem: str) -> None:
+        super().__init__(f"{key} {value}: {problem}")
+        self.key, self.value, self.problem = key, value, problem
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
+
+
+def _check_field(ok: bool, key: str, value: Any, problem: str) -> None:
+    if not ok:
+        raise FieldError(key, value, problem)
 
 
 @dataclass(frozen=True)
@@ -72,10 +86,11 @@ class DataConfig:
                                                 # (relative: under data_root; the CLI makes it absolute)
 
     def __post_init__(self) -> None:
-        _check(self.workers >= 0, f"data.workers must be >= 0, got {self.workers}")
-        _check(self.batch_size_per_gpu >= 1 and self.val_batch_size >= 1,
-               "data.batch_size_per_gpu and data.val_batch_size must be >= 1")
-        _check(0.0 <= self.det_score_threshold <= 1.0, "data.det_score_threshold must be in [0, 1]")
+        _check_field(self.workers >= 0, "data.workers", self.workers, "must be at least 0")
+        for name in ("batch_size_per_gpu", "val_batch_size"):
+            _check_field(getattr(self, name) >= 1, f"data.{name}", getattr(self, name), "must be at least 1")
+        _check_field(0.0 <= self.det_score_threshold <= 1.0, "data.det_score_threshold",
+                     self.det_score_threshold, "must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -101,11 +116,12 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         for name in ("rot_prob", "flip_prob", "half_body_prob"):
-            _check(0.0 <= getattr(self, name) <= 1.0, f"augment.{name} must be in [0, 1]")
-        _check(0.0 <= self.scale_factor < 1.0, "augment.scale_factor must be in [0, 1)")
-        _check(0.0 <= self.color_factor < 1.0, "augment.color_factor must be in [0, 1)")
-        _check(self.rot_factor >= 0 and self.half_body_factor > 0 and self.half_body_min_joints >= 0,
-               "augment.rot_factor, half_body_factor and half_body_min_joints must be >= 0")
+            _check_field(0.0 <= getattr(self, name) <= 1.0, f"augment.{name}", getattr(self, name), "must be in [0, 1]")
+        for name in ("scale_factor", "color_factor"):
+            _check_field(0.0 <= getattr(self, name) < 1.0, f"augment.{name}", getattr(self, name), "must be in [0, 1)")
+        for name in ("rot_factor", "half_body_min_joints"):
+            _check_field(getattr(self, name) >= 0, f"augment.{name}", getattr(self, name), "must be at least 0")
+        _check_field(self.half_body_factor > 0, "augment.half_body_factor", self.half_body_factor, "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -124,15 +140,16 @@ class OptimConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "milestones", tuple(self.milestones))
         m = self.milestones
-        _check(self.lr > 0, f"optim.lr must be > 0, got {self.lr}")
-        _check(self.weight_decay >= 0, "optim.weight_decay must be >= 0")
-        _check(self.epochs >= 1, f"optim.epochs must be >= 1, got {self.epochs}")
+        _check_field(self.lr > 0, "optim.lr", self.lr, "must be > 0")
+        _check_field(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "must be at least 0")
+        _check_field(self.epochs >= 1, "optim.epochs", self.epochs, "must be at least 1")
         _check(all(a < b for a, b in zip(m, m[1:])) and all(0 < e < self.epochs for e in m),
                f"optim.milestones {list(m)} must be increasing, > 0 and < optim.epochs ({self.epochs}); "
                f"e.g. --set optim.milestones=[{', '.join(map(str, _paper_milestones(self.epochs)))}] "
                "(the paper's 170/270, 200/270)")
-        _check(0 < self.gamma <= 1, f"optim.gamma must be in (0, 1], got {self.gamma}")
-        _check(self.grad_clip_norm is None or self.grad_clip_norm > 0, "optim.grad_clip_norm must be > 0")
+        _check_field(0 < self.gamma <= 1, "optim.gamma", self.gamma, "must be in (0, 1]")
+        _check_field(self.grad_clip_norm is None or self.grad_clip_norm > 0, "optim.grad_clip_norm",
+                     self.grad_clip_norm, "must be > 0 (or none)")
 
 
 def model_head_for_loss(loss: str) -> str:
@@ -169,9 +186,10 @@ class TrainConfig:
     # (loss-spike policy fields go here; owned by the engine)
 
     def __post_init__(self) -> None:
-        _check(self.val_every_epochs >= 1 and self.log_every_steps >= 1,
-               "val_every_epochs and log_every_steps must be >= 1")
-        _check(self.save_every_epochs >= 0, "save_every_epochs must be >= 0 (0 keeps last.pth and best.pth only)")
+        for name in ("val_every_epochs", "log_every_steps"):
+            _check_field(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
+        _check_field(self.save_every_epochs >= 0, "save_every_epochs", self.save_every_epochs,
+                     "must be at least 0 (0 keeps last.pth and best.pth only)")
         dims = {"coco": 2, "h36m": 3}[self.data.dataset]
         _check(self.model.dims == dims, f"model.dims {self.model.dims} does not fit data.dataset "
                f"'{self.data.dataset}' ({dims}D)")
@@ -286,11 +304,28 @@ def _section(cls: type, flat: dict, prefix: str, make: typing.Callable[..., Any]
             changes[name] = _convert(value, hints[name], f"{source}: {key}")
     try:
         return make(**changes)
+    except FieldError as err:   # one field: said as the user gave it
+        blame = flat if blame is None else blame
+        raise ConfigError(f"{_as_given(err.key, *blame.get(err.key, (err.value, 'default')))}: "
+                          f"{err.problem}") from None
     except ValueError as err:   # ConfigError or the model config's ValueError
         blame = flat if blame is None else blame
-        sources = sorted({s for k, (_, s) in blame.items() if k.startswith(prefix)}) or ["defaults"]
+        named = {k for k in blame if k.startswith(prefix) and k in str(err)}   # the keys it names
+        sources = sorted({s for k, (_, s) in blame.items() if k in named or (not named and k.startswith(prefix))})
         label = "" if isinstance(err, ConfigError) or not prefix else f"{prefix[:-1]} config: "
-        raise ConfigError(f"{label}{err} (set by: {'; '.join(sources)})") from None
+        raise ConfigError(f"{label}{err} (set by: {'; '.join(sources or ['defaults'])})") from None
+
+
+def _as_given(key: str, value: Any, source: str) -> str:
+    """A value as the user gave it: ``--epochs 0``, ``--set optim.lr=0``, ``config file x.yaml:
+    optim.lr 0``, ``optim.lr 0 (default)``."""
+    if source.startswith("option --"):
+        return f"{source[len('option '):]} {value}"
+    if source.startswith("--set "):
+        return source
+    if source.startswith("option "):
+        return f"{key} {value}"
+    return f"{key} {value} ({source})" if source in ("default", "defaults") else f"{source}: {key} {value}"
 
 
 def _build(flat: dict[str, tuple[Any, str]]) -> TrainConfig:
@@ -355,8 +390,10 @@ def _parse_set(item: str) -> tuple[str, Any]:
 
 
 def resolve_config(preset: str | None = None, config_file: str | None = None,
-                   overrides: dict | None = None, sets: list[str] | tuple = ()) -> TrainConfig:
-    """Defaults < preset < config file < ``overrides`` (None ignored) < ``--set`` items."""
+                   overrides: dict | None = None, sets: list[str] | tuple = (),
+                   option_names: dict[str, str] | None = None) -> TrainConfig:
+    """Defaults < preset < config file < ``overrides`` (None ignored) < ``--set`` items.
+    ``option_names`` ({"optim.epochs": "--epochs"}) names the overrides in errors as typed."""
     flat: dict[str, tuple[Any, str]] = {}
     if preset:
         if preset not in list_presets():
@@ -371,7 +408,7 @@ def resolve_config(preset: str | None = None, config_file: str | None = None,
     file_epochs = flat.get("optim.epochs", (OptimConfig.epochs, ""))[0]
     for key, value in (overrides or {}).items():
         if value is not None:
-            flat.update(_flatten({key: value}, f"option {key}"))
+            flat.update(_flatten({key: value}, f"option {(option_names or {}).get(key, key)}"))
     for item in sets:
         key, value = _parse_set(item)
         flat.update(_flatten({key: value}, f"--set {item}"))

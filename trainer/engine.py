@@ -8,6 +8,7 @@ naming the step (``NonFiniteLossError``), before the optimiser steps on it.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
@@ -133,7 +134,9 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     totals: dict[str, torch.Tensor] = {}  # summed on the device: no host sync per term and step
     seen, start = 0, time.perf_counter()
     shown = start   # when the progress bar's loss / lr / img/s were last refreshed
-    bar = tqdm(loader, desc=f"epoch {epoch}", disable=not rt.is_main, dynamic_ncols=True, leave=False)
+    batches = loader if max_steps is None else itertools.islice(loader, max_steps)
+    bar = tqdm(batches, desc=f"epoch {epoch}", total=_steps_to_run(loader, max_steps),
+               disable=not rt.is_main, dynamic_ncols=True, leave=False)
     for i, batch in enumerate(bar):
         if batch is None:  # every sample of the batch was unreadable (counted by the dataset)
             continue
@@ -166,11 +169,18 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
             if log is not None and to_log:
                 log.write({"kind": "train", "epoch": epoch, "step": step, "lr": lr, "img_s": rate,
                            **{k: float(v) for k, v in values.items()}})
-        if max_steps is not None and i + 1 >= max_steps:
-            break
     stats = {k: float(v) / max(seen, 1) for k, v in totals.items()}
     stats["img_s"] = seen * rt.world_size / max(time.perf_counter() - start, 1e-9)
     return stats, step
+
+
+def _steps_to_run(loader, max_steps: int | None) -> int | None:
+    """The progress bar's total: the epoch's batches, or ``max_steps`` if fewer (None: unknown)."""
+    try:
+        batches = len(loader)
+    except TypeError:   # an iterable without a length
+        return max_steps
+    return batches if max_steps is None else min(batches, max_steps)
 
 
 def build_optimizer(model: nn.Module, optim_cfg) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:

@@ -54,6 +54,11 @@ def fit(cfg: TrainConfig, resume: str | None = None, max_steps_per_epoch: int | 
         ckpt, state = read_training_state(resume_path)
         if state.train_config is not None:
             changes = check_resume(state.train_config, cfg, state.epoch, str(resume_path))
+    # the data first: a missing data root is said before any download of pretrained weights
+    train_loader = task.train_loader(cfg, rt.rank, rt.world_size)
+    note = truncated_note(train_loader.dataset, "trained on") if rt.is_main else None
+    if note:   # once per run: a tail check per image, nothing in the data pipeline
+        echo(note)
     model = build_model(cfg.model, pretrained=cfg.pretrained and not cfg.init_from and not resume)
     if cfg.init_from:
         echo(init_backbone_from(model, cfg.init_from))
@@ -73,10 +78,6 @@ def fit(cfg: TrainConfig, resume: str | None = None, max_steps_per_epoch: int | 
                  "(give --epochs N to extend it)")
     del ckpt
     train_model = _wrap(model, rt, cfg.compile)
-    train_loader = task.train_loader(cfg, rt.rank, rt.world_size)
-    note = truncated_note(train_loader.dataset, "trained on") if rt.is_main else None
-    if note:   # once per run: a tail check per image, nothing in the data pipeline
-        echo(note)
     if rt.is_main and cfg.data.image_decode == "reduced":
         if cfg.data.image_cache:   # (a relative cache is under the data root)
             echo(f"images: restart-marker copies in {Path(cfg.data.data_root) / cfg.data.image_cache} "

@@ -49,7 +49,7 @@ def test_unknown_key_names_file_and_suggests(tmp_path):
 @pytest.mark.parametrize("item, pattern", [
     ("optim.milestones=[100, 50]", "optim.milestones"),
     ("optim.milestones=[300]", "< optim.epochs"),
-    ("optim.lr=0", "optim.lr must be > 0"),
+    ("optim.lr=0", "--set optim.lr=0: must be > 0"),
     ("optim.lr=fast", "expected float"),
     ("amp=bf17", "did you mean 'bf16'"),
     ("channels_last=maybe", "expected bool"),
