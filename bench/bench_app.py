@@ -127,6 +127,8 @@ def main() -> None:
     parser.add_argument("--write-assets", type=Path, help="write demo.webm / demo.jpg here and exit")
     parser.add_argument("--end-to-end", action="store_true", help="rle-predict rows: with and without tracking, "
                         "plus MediaPipe's own landmarker (needs --detector mediapipe and --detector-model)")
+    parser.add_argument("--backend", default="torch", choices=["auto", "torch", "onnxruntime"],
+                        help="the Predictor's inference backend")
     parser.add_argument("--detector-model", help="MediaPipe .task (default $RLE_POSE_TASK)",
                         default=os.environ.get("RLE_POSE_TASK"))
     args = parser.parse_args()
@@ -136,7 +138,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     frames = clip_frames(num_frames=args.frames)
-    print(f"{args.frames} frames 640x480, detector {args.detector}, torch threads {torch.get_num_threads()}, "
+    print(f"{args.frames} frames 640x480, detector {args.detector}, backend {args.backend}, "
+          f"torch threads {torch.get_num_threads()}, "
           f"load average {os.getloadavg()[0]:.2f}")
     print(f"{'model':<30} {'detect+track':>12} {'predict':>9} {'smooth':>8} {'draw':>8} {'total ms':>9} {'FPS':>6}")
     if args.end_to_end:
@@ -146,7 +149,8 @@ def main() -> None:
             model, label = load_pose_models(None, None, torch.device("cpu"))[0], f"demo {DEMO_CHECKPOINT.stem} 128x96"
         else:
             model, label = build_model(coco_config(name)).eval(), f"{name} 256x192 (random)"
-        pipe = PosePipeline(model, detector=args.detector, detector_model=args.detector_model)
+        pipe = PosePipeline(model, detector=args.detector, detector_model=args.detector_model, backend=args.backend)
+        label = f"{label} {args.backend}"
         if args.end_to_end:
             for track in (False, True):
                 fps, detections = end_to_end_fps(pipe, frames, args.detector, track)
