@@ -13,7 +13,6 @@ the compilation). ``--json`` also writes the rows (bench/gpu_check.sh prints the
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -23,6 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from models import build_model, coco_config  # noqa: E402
+from models.files import write_json_atomic  # noqa: E402
 
 
 def step_fn(model, optimizer, images, target, weight, amp_dtype):
@@ -97,10 +97,8 @@ def main() -> None:
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA"
     print(f"torch {torch.__version__}, {gpu}, {args.threads} CPU threads, load avg {os.getloadavg()[0]:.1f}")
     if args.json:
-        tmp = f"{args.json}.tmp"
-        with open(tmp, "w") as handle:
-            json.dump({"backbone": args.backbone, "batch": args.batch, "steps": args.steps, "rows": rows}, handle)
-        os.replace(tmp, args.json)
+        write_json_atomic(args.json, {"backbone": args.backbone, "batch": args.batch, "steps": args.steps,
+                                      "rows": rows})
 
 
 if __name__ == "__main__":

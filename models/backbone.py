@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import os
-import socket
 from urllib.parse import urlsplit
 
 import timm
 import torch
 from huggingface_hub import try_to_load_from_cache   # timm's own dependency
 from torch import nn
+
+from .files import host_reachable
 
 HUB_TIMEOUT_S = 3.0   # one connect attempt to the hub before any download (which retries ~50 s)
 
@@ -82,18 +83,16 @@ def require_hub(name: str, timeout_s: float = HUB_TIMEOUT_S) -> str | None:
     host = None if _hub_offline() else weights_host(name)
     if host is None:
         return None
-    try:
-        socket.create_connection(host, timeout=timeout_s).close()
+    why = host_reachable(f"http://{host[0]}:{host[1]}", timeout_s)
+    if why is None:
         return None
-    except OSError as exc:
-        cached = cached_weights(name)
-        if cached is not None:
-            return cached
-        raise BackboneError(
-            f"pretrained weights for backbone '{name}': the hub {host[0]}:{host[1]} is unreachable "
-            f"({type(exc).__name__}) and they are not in the local cache; connect once to cache them (later runs then work offline, "
-            "or set HF_HUB_OFFLINE=1), or train without them "
-            "(--no-pretrained, config pretrained: false) or from a checkpoint (--init-from)") from None
+    cached = cached_weights(name)
+    if cached is not None:
+        return cached
+    raise BackboneError(
+        f"pretrained weights for backbone '{name}': the hub {why} and they are not in the local cache; "
+        "connect once to cache them (later runs then work offline, or set HF_HUB_OFFLINE=1), or train "
+        "without them (--no-pretrained, config pretrained: false) or from a checkpoint (--init-from)")
 
 
 def feature_dim(backbone: nn.Module) -> int:

@@ -20,10 +20,12 @@ import fcntl
 import hashlib
 import json
 import os
+import socket
 import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any
 from collections.abc import Iterator
 
@@ -102,19 +104,21 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, fsync: bool = True, mtime_ns: int | None = None) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, fsync: bool = True, mtime_ns: int | None = None,
+                suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it becomes ``path`` atomically.
 
     Write the temporary file by name (``torch.save(obj, tmp)``, a library writing to a path) or
     open it. When the block ends without an exception the file is made readable (0644: mkstemp
     creates 0600), fsynced unless ``fsync=False`` (for re-creatable caches), given ``mtime_ns`` as
     its modification time when set (before it appears), and ``os.replace``d over ``path``. On an
-    exception it is removed and the exception propagates. The parent folder must exist.
+    exception it is removed and the exception propagates. The parent folder must exist. ``suffix``
+    ends the temporary name (a writer that picks its format by extension needs the real one).
     """
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"{path}: parent directory does not exist; create it first")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -128,6 +132,18 @@ def atomic_path(path: str | os.PathLike, fsync: bool = True, mtime_ns: int | Non
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def host_reachable(url: str, timeout_s: float) -> str | None:
+    """None when one TCP connect to ``url``'s host succeeds within ``timeout_s``, else why not (one
+    line): the check before a download that would otherwise retry for a minute when offline."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname or "", port), timeout=timeout_s).close()
+        return None
+    except OSError as exc:
+        return f"{parts.hostname}:{port} is unreachable ({type(exc).__name__})"
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, fsync: bool = True,

@@ -14,14 +14,13 @@ above ``min_score`` and merges overlapping person boxes (``nms_iou``).
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
 
-from models.files import downloads_off
+from models.files import downloads_off, host_reachable
 from rle_app.detections import Detections, DetectorUnavailable
 from rle_app.tracking import nms_xyxy
 
@@ -77,17 +76,6 @@ def weights_cache_path(url: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlsplit(url).path)
 
 
-def host_reachable(url: str, timeout_s: float = REACH_TIMEOUT_S) -> str | None:
-    """None when one TCP connect to ``url``'s host succeeds within ``timeout_s``, else why not."""
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        socket.create_connection((parts.hostname or "", port), timeout=timeout_s).close()
-        return None
-    except OSError as exc:
-        return f"{parts.hostname}:{port} unreachable ({type(exc).__name__})"
-
-
 def _how(url: str, path: Path) -> str:
     return f"put {url} at {path} (later runs need no network), or use --detector mediapipe, hog or full-frame"
 
@@ -106,7 +94,7 @@ def fetch_coco_weights(url: str, download: bool = True) -> Path:
     if not download or downloads_off():
         unreachable = "downloads are off (--no-download or $RLE_POSE_OFFLINE)"
     else:
-        unreachable = host_reachable(url)
+        unreachable = host_reachable(url, REACH_TIMEOUT_S)
     if unreachable:
         raise DetectorUnavailable(f"torchvision: {path} is missing and {unreachable}; {_how(url, path)}")
     try:

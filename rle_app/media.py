@@ -12,15 +12,16 @@ root-relative; NaN/inf become null. Errors are ``AppError`` (one line naming the
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
+from models.files import atomic_path, write_bytes_atomic
 from rle_app.draw import annotate
 from rle_app.errors import AppError
 from rle_app.pipeline import FramePoses, PosePipeline, StreamState
@@ -105,14 +106,17 @@ def read_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarr
 
 
 def write_png(out_dir: str | Path, stem: str, image_rgb: np.ndarray) -> str:
-    """Write (H, W, 3) uint8 RGB to a new, uniquely named PNG in ``out_dir`` (temp file, then
-    os.replace): every output has its own file, so a download is never rewritten while read."""
+    """Write (H, W, 3) uint8 RGB to a new, uniquely named PNG in ``out_dir`` (atomically:
+    ``models.files``): every output has its own file, so a download is never rewritten while read."""
     import cv2
     path = Path(out_dir) / f"{stem}-{uuid.uuid4().hex}.png"
-    tmp = path.with_suffix(".tmp.png")
-    if not cv2.imwrite(str(tmp), cv2.cvtColor(np.ascontiguousarray(image_rgb), cv2.COLOR_RGB2BGR)):
-        raise AppError(f"{path.name}: could not write the annotated image (disk full?)")
-    os.replace(tmp, path)
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(image_rgb), cv2.COLOR_RGB2BGR))
+    try:
+        if not ok:
+            raise OSError("encoding failed")
+        write_bytes_atomic(path, buf.tobytes(), fsync=False)
+    except OSError as err:
+        raise AppError(f"{path.name}: could not write the annotated image ({err.strerror or err})") from None
     return str(path)
 
 
@@ -160,9 +164,19 @@ def iter_frames(cap, max_frames: int | None = None) -> Iterator[np.ndarray]:
         cap.release()
 
 
-def _part(path: Path) -> Path:
-    """The temporary name a file is written under before ``os.replace`` (same folder and suffix)."""
-    return path.with_name(f".{path.stem}.part{path.suffix}")
+class _AtomicFile:
+    """A file written under a temporary name (``models.files.atomic_path``, keeping its extension)
+    and moved into place by ``commit()``; ``abort()`` removes it. For writers kept open across calls."""
+
+    def __init__(self, path: Path):
+        self._stack = contextlib.ExitStack()
+        self.tmp = self._stack.enter_context(atomic_path(path, fsync=False, suffix=f".part{path.suffix}"))
+
+    def commit(self) -> None:
+        self._stack.close()
+
+    def abort(self) -> None:
+        self._stack.__exit__(AppError, AppError("aborted"), None)   # the temporary file is removed
 
 
 class VideoSink:
@@ -170,12 +184,13 @@ class VideoSink:
     under a temporary name and moved into place by ``close()`` (atomic); ``abort()`` removes it."""
 
     def __init__(self, out_path: str | Path, fps: float):
-        self.path, self.fps, self._writer = Path(out_path), fps, None
+        self.path, self.fps, self._writer, self._file = Path(out_path), fps, None, None
 
     def write(self, image_rgb: np.ndarray) -> None:
         import cv2
         if self._writer is None:
-            self._writer = cv2.VideoWriter(str(_part(self.path)), cv2.VideoWriter_fourcc(*"VP80"), self.fps,
+            self._file = _AtomicFile(self.path)
+            self._writer = cv2.VideoWriter(str(self._file.tmp), cv2.VideoWriter_fourcc(*"VP80"), self.fps,
                                            image_rgb.shape[1::-1])
             if not self._writer.isOpened():
                 raise AppError(f"{self.path}: cannot write this video (folder not writable?)")
@@ -184,14 +199,14 @@ class VideoSink:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.release()
-            os.replace(_part(self.path), self.path)
+            self._file.commit()
             self._writer = None
 
     def abort(self) -> None:
         if self._writer is not None:
             self._writer.release()
             self._writer = None
-        _part(self.path).unlink(missing_ok=True)
+            self._file.abort()
 
 
 class JsonArrayWriter:
@@ -202,7 +217,8 @@ class JsonArrayWriter:
     def __init__(self, path: str | Path, head: dict | None = None, key: str = "frames"):
         self.path, self.count = Path(path), 0
         try:
-            self._file = open(_part(self.path), "w", encoding="utf-8")
+            self._atomic = _AtomicFile(self.path)
+            self._file = open(self._atomic.tmp, "w", encoding="utf-8")
         except OSError as err:
             raise AppError(f"{self.path}: cannot write here ({err.strerror})") from None
         rest = {k: v for k, v in (head or {}).items() if k != key}
@@ -218,11 +234,11 @@ class JsonArrayWriter:
     def close(self) -> None:
         self._file.write("\n" + self._closing + "\n")
         self._file.close()
-        os.replace(_part(self.path), self.path)
+        self._atomic.commit()
 
     def abort(self) -> None:
         self._file.close()
-        _part(self.path).unlink(missing_ok=True)
+        self._atomic.abort()
 
 
 def stream_video(pipe: PosePipeline, frames: Iterable[np.ndarray], fps: float, sink: VideoSink | None,

@@ -56,12 +56,11 @@ def read_image(path: Path) -> np.ndarray | None:
 
 
 def write_image(path: Path, image_rgb: np.ndarray) -> None:
-    """Encode as JPEG and write atomically (temp file + os.replace)."""
+    """Encode as JPEG and write atomically (``models.files``)."""
     import cv2
+    from models.files import write_bytes_atomic
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_bytes(buf.tobytes())
-    os.replace(tmp, path)
+    write_bytes_atomic(path, buf.tobytes(), fsync=False)
 
 
 def prepare_out(out: Path) -> Path:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import atexit
 import functools
-import json
 import os
 import re
 import shutil
@@ -39,6 +38,7 @@ import numpy as np
 import torch
 
 from models import zoo
+from models.files import write_json_atomic
 from rle_app import loading
 from rle_app.detect import DETECTORS
 from rle_app.draw import ELLIPSE_LEVEL, annotate, figure_3d, hidden_joints, hidden_notice
@@ -89,12 +89,8 @@ def user_errors(fn):
 
 
 def _write_json(out_dir: Path, stem: str, doc: dict) -> str:
-    """``doc`` in a new uniquely named file in ``out_dir`` (temp file, then os.replace)."""
-    path = out_dir / f"{stem}-{uuid.uuid4().hex}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc))
-    os.replace(tmp, path)
-    return str(path)
+    """``doc`` in a new uniquely named file in ``out_dir``, written atomically (``models.files``)."""
+    return str(write_json_atomic(out_dir / f"{stem}-{uuid.uuid4().hex}.json", doc))
 
 
 MODEL_NOTICES = ("Demo model", "Could not fetch the default model", "The default model did not load")

@@ -23,7 +23,7 @@ def test_unreachable_hub_fails_at_once_in_one_line(monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     connects, creates = [], []
     real_connect = socket.create_connection
-    monkeypatch.setattr(backbone.socket, "create_connection",
+    monkeypatch.setattr(socket, "create_connection",
                         lambda *a, **k: connects.append(a[0]) or real_connect(*a, **k))
     monkeypatch.setattr(timm, "create_model", lambda *a, **k: creates.append(a))
     assert weights_host("resnet10t") == ("127.0.0.1", port)
@@ -38,7 +38,7 @@ def test_unreachable_hub_fails_at_once_in_one_line(monkeypatch):
 
 def test_offline_mode_and_no_weights_skip_the_check(monkeypatch):
     connects = []
-    monkeypatch.setattr(backbone.socket, "create_connection", lambda *a, **k: connects.append(a))
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: connects.append(a))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     backbone.require_hub("resnet10t")
     create_backbone("resnet10t", pretrained=False)

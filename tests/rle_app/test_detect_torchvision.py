@@ -161,7 +161,7 @@ def test_auto_prefers_torchvision_then_mediapipe_then_full_frame(hub_dir, tmp_pa
     """$RLE_POSE_OFFLINE is set (tests/conftest.py): neither weight file may be fetched, so no network."""
     monkeypatch.setenv("RLE_POSE_CACHE", str(tmp_path / "rle"))
     monkeypatch.delenv("RLE_POSE_TASK", raising=False)
-    monkeypatch.setattr(tv.socket, "create_connection", lambda *a, **k: pytest.fail("network probed"))
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: pytest.fail("network probed"))
     name, notice = detect.resolve_detector("auto", download=True)
     assert name == "full-frame" and "\n" not in notice
     assert "RLE_POSE_OFFLINE" in notice and str(tv.weights_cache_path(tv.weights_url(tv.DEFAULT_ARCH))) in notice

@@ -102,11 +102,12 @@ class PartReader:
     """Stand-in predictor (box centre for every joint) that, at each frame, counts the records
     already on disk in the streamed JSON's temporary file."""
 
-    def __init__(self, config, part):
-        self.config, self.part, self.flip, self.seen = config, part, False, []
+    def __init__(self, config, folder, name):
+        self.config, self.folder, self.name, self.flip, self.seen = config, folder, name, False, []
 
     def __call__(self, image_rgb, boxes_xyxy, flip=False):
-        self.seen.append(self.part.read_text().count('"index"') if self.part.exists() else -1)
+        parts = list(self.folder.glob(f".{self.name}.*.part.json"))       # the temporary file, while written
+        self.seen.append(parts[0].read_text().count('"index"') if len(parts) == 1 else -1)
         boxes = np.asarray(boxes_xyxy, np.float32).reshape(-1, 4)
         n, k = len(boxes), self.config.num_joints
         kpts = np.repeat(((boxes[:, :2] + boxes[:, 2:]) / 2)[:, None], k, axis=1)
@@ -119,7 +120,7 @@ def _peak_bytes(tmp_path, frames):
     clip = _clip(tmp_path / f"long{frames}.avi", frames)
     cfg = coco_config("resnet18", input_hw=(64, 48))
     pipe = pl.PosePipeline(build_model(cfg).eval(), detector="full-frame")
-    pipe.predictor = PartReader(cfg, tmp_path / f"out{frames}" / f".long{frames}.part.json")
+    pipe.predictor = PartReader(cfg, tmp_path / f"out{frames}", f"long{frames}.json")
     (tmp_path / f"out{frames}").mkdir()
     run = Run(pipe, tmp_path / f"out{frames}", "full-frame", save_media=False, fmt="json", track=True,
               echo=lambda line: None)
