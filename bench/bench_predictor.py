@@ -10,7 +10,8 @@ load from other processes hits them alike. Overhead = own work / forward; target
 
 With ``--backends``: the forward pass per crop of torch eager and ONNX Runtime (the graph
 ``models.export`` writes, uint8 crops, same thread count), interleaved in one run, and their ratio
-(target: ONNX Runtime >= 1.5x torch eager on ResNet-50, batch 1).
+(target: ONNX Runtime >= 1.5x torch eager on ResNet-50, batch 1); ``--compile`` adds torch.compile
+(inductor, compiled before timing).
 """
 from __future__ import annotations
 
@@ -59,17 +60,24 @@ def measure(backbone: str, batch: int, repeats: int) -> tuple[float, float, floa
     return tuple(t / batch for t in times)
 
 
-def measure_backends(backbone: str, batch: int, repeats: int, folder: str) -> tuple[float, float]:
-    """(torch eager, ONNX Runtime) seconds per crop of the forward pass on random uint8 crops."""
+def measure_backends(backbone: str, batch: int, repeats: int, folder: str, compile: bool = False) -> list[float]:
+    """Seconds per crop of the forward pass on random uint8 crops: torch eager, ONNX Runtime and,
+    with ``compile``, torch.compile (inductor; compiled once per shape before timing)."""
     from models.backends import OnnxRuntimeRunner
     from models.export import export_onnx, random_crops
     model = build_model(coco_config(backbone)).eval()
     path = export_onnx(model, os.path.join(folder, f"{backbone}.onnx")).path
     runner = OnnxRuntimeRunner(path, model.config)
     x = random_crops(model.config, batch)
+    fns = [lambda: model(x), lambda: runner(x)]
+    if compile:
+        compiled = torch.compile(model)
+        with torch.inference_mode():
+            compiled(x)                     # compile outside the timing
+        fns.append(lambda: compiled(x))
     with torch.inference_mode():
-        times = best_of_interleaved([lambda: model(x), lambda: runner(x)], repeats)
-    return tuple(t / batch for t in times)
+        times = best_of_interleaved(fns, repeats)
+    return [t / batch for t in times]
 
 
 def main_backends(args) -> None:
@@ -78,12 +86,14 @@ def main_backends(args) -> None:
     import onnxruntime
     print(f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, {torch.get_num_threads()} threads, "
           f"input 256x192, CPU, forward ms/crop (best of {args.repeats})")
-    print(f"{'backbone':<20}{'batch':>6}{'torch eager':>13}{'onnxruntime':>13}{'speed-up':>10}")
+    print(f"{'backbone':<20}{'batch':>6}{'torch eager':>13}{'onnxruntime':>13}{'speed-up':>10}"
+          + (f"{'torch.compile':>15}{'speed-up':>10}" if args.compile else ""))
     with tempfile.TemporaryDirectory() as folder:
         for name in args.backbones:
             for batch in args.batches:
-                eager, fast = measure_backends(name, batch, args.repeats, folder)
-                print(f"{name:<20}{batch:>6}{eager * 1e3:>13.2f}{fast * 1e3:>13.2f}{eager / fast:>9.2f}x")
+                eager, fast, *compiled = measure_backends(name, batch, args.repeats, folder, args.compile)
+                print(f"{name:<20}{batch:>6}{eager * 1e3:>13.2f}{fast * 1e3:>13.2f}{eager / fast:>9.2f}x"
+                      + "".join(f"{c * 1e3:>15.2f}{eager / c:>9.2f}x" for c in compiled))
 
 
 def main() -> None:
@@ -92,6 +102,7 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 16])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--backends", action="store_true", help="torch eager vs ONNX Runtime instead")
+    parser.add_argument("--compile", action="store_true", help="with --backends: a torch.compile column too")
     args = parser.parse_args()
     if args.backends:
         return main_backends(args)

@@ -14,6 +14,8 @@ stream. ``StreamState(follow=None)`` detects every frame; so does the free ``ful
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,6 +93,7 @@ class PosePipeline:
         self.download = download
         self._detectors: dict[str, object] = {}
         self._lock = threading.Lock()
+        self._detect_lock = threading.Lock()       # detectors: one caller at a time
         self.frames_processed = 0
         self.last_input: np.ndarray | None = None  # the last frame the model saw (tests, debugging)
 
@@ -136,6 +139,41 @@ class PosePipeline:
         except DetectorUnavailable as err:
             raise AppError(str(err)) from None
 
+    def _detect_now(self, image: np.ndarray, name: str, state: StreamState | None, timestamp_ms: int | None):
+        """``_detect`` under the detector lock (a stream's look-ahead thread and callers take turns)."""
+        with self._detect_lock:
+            return self._detect(image, name, state, timestamp_ms)
+
+    def _boxes(self, image: np.ndarray, name: str, state: StreamState | None, follow: KeypointTracker | None,
+               timestamp_ms: int | None, found=None) -> tuple[np.ndarray, np.ndarray]:
+        """This frame's (boxes (N, 4) px, track ids (N,)): from ``found`` (detections already made
+        for this frame), else from the detector when the stream needs it, else from the keypoints."""
+        if follow is not None:
+            if found is None and follow.needs_detection():
+                found = self._detect_now(image, name, state, timestamp_ms)
+            tracks = follow.coast() if found is None else follow.detected(found.boxes_xyxy, found.scores)
+            return tracks.boxes_xyxy, tracks.track_ids
+        found = self._detect_now(image, name, state, timestamp_ms) if found is None else found
+        if state is not None:
+            tracks = state.tracker.update(found.boxes_xyxy, found.scores)
+            return tracks.boxes_xyxy, tracks.track_ids
+        return found.boxes_xyxy, np.arange(len(found.boxes_xyxy))
+
+    def _poses(self, image: np.ndarray, boxes, ids, flip: bool, follow: KeypointTracker | None) -> FramePoses:
+        """The models on this frame's boxes; the boxes then follow the keypoints (``follow``)."""
+        pred = self.predictor(image, boxes, flip=flip)
+        if follow is not None:
+            follow.follow(ids, pred.keypoints, pred.confidence, image.shape[:2])
+        poses = FramePoses(np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(ids, np.int64), pred)
+        if self.predictor_3d is not None:
+            poses.pred_3d = self.predictor_3d(image, boxes, flip=flip)
+        self.frames_processed += 1
+        self.last_input = image
+        return poses
+
+    def _follow(self, name: str, state: StreamState | None) -> KeypointTracker | None:
+        return state.follow if state is not None and name != "full-frame" else None
+
     def run_frame(self, image_rgb: np.ndarray, detector: str | None = None, flip: bool = False,
                   state: StreamState | None = None, smooth: bool = False,
                   timestamp_ms: int | None = None) -> FramePoses:
@@ -145,30 +183,52 @@ class PosePipeline:
         now), for detectors with a video mode."""
         image = np.ascontiguousarray(image_rgb, np.uint8)
         name = detector or self.default_detector
-        follow = state.follow if state is not None and name != "full-frame" else None
+        follow = self._follow(name, state)
         with self._lock:
-            if follow is not None and follow.needs_detection():
-                found = self._detect(image, name, state, timestamp_ms)
-                tracks = follow.detected(found.boxes_xyxy, found.scores)
-                boxes, ids = tracks.boxes_xyxy, tracks.track_ids
-            elif follow is not None:
-                tracks = follow.coast()
-                boxes, ids = tracks.boxes_xyxy, tracks.track_ids
-            elif state is not None:
-                found = self._detect(image, name, state, timestamp_ms)
-                tracks = state.tracker.update(found.boxes_xyxy, found.scores)
-                boxes, ids = tracks.boxes_xyxy, tracks.track_ids
-            else:
-                found = self._detect(image, name, None, timestamp_ms)
-                boxes, ids = found.boxes_xyxy, np.arange(len(found.boxes_xyxy))
-            pred = self.predictor(image, boxes, flip=flip)
-            if follow is not None:
-                follow.follow(ids, pred.keypoints, pred.confidence, image.shape[:2])
-            poses = FramePoses(np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(ids, np.int64), pred)
-            if self.predictor_3d is not None:
-                poses.pred_3d = self.predictor_3d(image, boxes, flip=flip)
-            self.frames_processed += 1
-            self.last_input = image
+            boxes, ids = self._boxes(image, name, state, follow, timestamp_ms)
+            poses = self._poses(image, boxes, ids, flip, follow)
         if state is not None and smooth:
-            poses.smoothed = state.smoother.update(ids, pred.keypoints, pred.covariance_px)
+            poses.smoothed = state.smoother.update(ids, poses.pred.keypoints, poses.pred.covariance_px)
         return poses
+
+    def run_stream(self, frames: Iterable[np.ndarray], fps: float, detector: str | None = None, flip: bool = False,
+                   state: StreamState | None = None, smooth: bool = True) -> Iterator[tuple[np.ndarray, FramePoses]]:
+        """``run_frame`` over a stream of RGB frames (a video, a camera), yielding (frame, poses) in
+        order, with the same results, but overlapped: one look-ahead thread reads frame i+1 and,
+        when that frame will need the detector (every frame without tracking; a scheduled or
+        still-lost detection with it), detects people in it while this thread runs the pose model
+        on frame i. Frame i's timestamp is ``1000 * i / fps`` ms. The detector, the predictor and
+        the frame source each stay on one thread at a time; the frames are read lazily (one ahead)."""
+        state = StreamState() if state is None else state
+        name = detector or self.default_detector
+        follow = self._follow(name, state)
+        source = iter(frames)
+
+        def fetch(index: int, detect: bool):
+            frame = next(source, None)
+            if frame is None:
+                return None
+            image = np.ascontiguousarray(frame, np.uint8)
+            found = self._detect_now(image, name, state, round(1000 * index / fps)) if detect else None
+            return image, found
+
+        try:
+            with ThreadPoolExecutor(1, thread_name_prefix="rle-lookahead") as ahead:
+                job, index = ahead.submit(fetch, 0, True), 0
+                try:
+                    while (got := job.result()) is not None:
+                        image, found = got
+                        with self._lock:
+                            boxes, ids = self._boxes(image, name, state, follow, round(1000 * index / fps), found)
+                            job = ahead.submit(fetch, index + 1, follow is None or follow.needs_detection())
+                            poses = self._poses(image, boxes, ids, flip, follow)
+                        if smooth:
+                            poses.smoothed = state.smoother.update(ids, poses.pred.keypoints,
+                                                                   poses.pred.covariance_px)
+                        yield image, poses
+                        index += 1
+                finally:
+                    job.cancel()          # a frame still being read ahead is waited for by the executor
+        finally:
+            if hasattr(source, "close"):
+                source.close()            # e.g. iter_frames releases its capture

@@ -76,6 +76,24 @@ def prepare_out(out: Path) -> Path:
     return out
 
 
+def is_stream_source(source: str) -> bool:
+    """A video file or a camera index (frames in order, run overlapped), not an image or a folder."""
+    path = Path(source)
+    if not path.exists():
+        return source.isdigit()
+    return path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES
+
+
+def stream_threads(cpus: int | None = None) -> int:
+    """The pose model's CPU threads for a video or camera run: the cores left by the look-ahead
+    thread (reading and, when needed, detecting the next frame), at least 1. The video encoder
+    (~7 ms a 640x480 frame) is not given a core of its own. Measured on 2 cores (README, "End-to-end
+    FPS"): 1 thread beside the look-ahead beats 2 for MobileNetV2 and, without tracking, for ResNet-50."""
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cpus - 1)
+
+
 def _echo_line(line: str) -> None:
     """One line to stderr, clear of a running progress bar."""
     from tqdm import tqdm
@@ -90,6 +108,7 @@ class Run:
         self.pipe, self.out, self.detector, self.save_media = pipe, out, detector, save_media
         self.fmt, self.track, self.conf = fmt, track, conf
         self.echo = echo or _echo_line
+        self.last_state = None
 
     def writer(self, stem: str, fps: float | None = None):
         """The streamed JSON of this source: the app's document, or a COCO results array."""
@@ -137,6 +156,7 @@ class Run:
         from rle_app.errors import AppError
         from rle_app.pipeline import StreamState
         state = StreamState() if self.track else StreamState(follow=None)
+        self.last_state = state                     # its tracker's counts (bench, tests)
         sink = VideoSink(self.out / f"{stem}_pose.webm", fps) if self.save_media else None
         writer, n = self.writer(stem, fps), 0
         total = min(count, max_frames) if count and max_frames else (count or max_frames or None)
@@ -218,13 +238,17 @@ def run_source(run: Run, source: str, max_frames: int | None = None) -> str:
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop a video or camera after this many frames.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
 @click.option("--offline", is_flag=True, help="No downloads (also RLE_POSE_OFFLINE=1).")
-@click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads (default: torch's choice).")
+@click.option("--threads", type=click.IntRange(min=1), help="The pose model's CPU threads (both backends); default: "
+              "torch's choice for images, for a video or camera one less than the CPUs (the look-ahead thread).")
 def main(source, checkpoint, checkpoint_3d, detector, detector_model, backend, out_dir, save_media, fmt, track,
          max_frames, device, offline, threads) -> None:
+    import torch
+
     from rle_app.errors import AppError
     if threads:
-        import torch
         torch.set_num_threads(threads)
+    elif (device == "cpu" or device == "auto" and not torch.cuda.is_available()) and is_stream_source(source):
+        torch.set_num_threads(stream_threads())
     try:
         summary = _main(source, checkpoint, checkpoint_3d, detector, detector_model, backend, Path(out_dir),
                         save_media, fmt, track, max_frames, device, offline)

@@ -136,6 +136,12 @@ class BoxTracker:
     def __len__(self) -> int:
         return len(self._ids)
 
+    def drop(self, track_ids) -> None:
+        """Forget the live tracks ``track_ids`` (ids not live are ignored; ids are never reused)."""
+        keep = ~np.isin(self._ids, np.asarray(list(track_ids), np.int64))
+        self._ids, self._boxes = self._ids[keep], self._boxes[keep]
+        self._scores, self._missed = self._scores[keep], self._missed[keep]
+
     def current(self) -> Tracks:
         """The live tracks as they stand (no new frame)."""
         return Tracks(self._ids.copy(), self._boxes.astype(np.float32), self._scores.astype(np.float32),
@@ -176,6 +182,7 @@ def boxes_from_keypoints(keypoints_px: np.ndarray, confidence: np.ndarray, image
     ok = use.sum(axis=-1) >= min_joints
     lo = np.where(use[..., None], xy, np.inf).min(axis=1)
     hi = np.where(use[..., None], xy, -np.inf).max(axis=1)
+    lo, hi = np.where(ok[:, None], lo, 0.0), np.where(ok[:, None], hi, 0.0)   # no joints: no inf - inf
     margin = pad * np.max(hi - lo, axis=-1, keepdims=True)
     h, w = image_hw
     boxes = np.clip(np.concatenate([lo - margin, hi + margin], axis=1), 0.0, np.array([w, h, w, h], np.float64))
@@ -225,6 +232,7 @@ class KeypointTracker:
         self.boxes = BoxTracker(alpha=1.0, max_missed=self.policy.max_missed, hold_iou=self.policy.hold_iou)
         self._since_detect: int | None = None
         self._lost = False
+        self._unsure: set[int] = set()       # tracks whose last keypoints were not confident
         self.detections_run = 0
 
     def needs_detection(self) -> bool:
@@ -234,8 +242,15 @@ class KeypointTracker:
                 or self._since_detect + 1 >= self.policy.detect_every)
 
     def detected(self, boxes_xyxy: np.ndarray, scores: np.ndarray | None = None) -> Tracks:
-        """A detection frame: associate (N, 4) px detections -> the live tracks."""
+        """A detection frame: associate (N, 4) px detections -> the live tracks. A track that the
+        detector missed and whose last keypoints were not confident either is dropped at once (its
+        box has drifted off the person: nothing vouches for it); one with confident keypoints may
+        miss ``max_missed`` detections in a row (a detector dropout does not make it blink)."""
         tracks = self.boxes.update(boxes_xyxy, scores)
+        stale = set(tracks.track_ids[tracks.missed > 0].tolist()) & self._unsure
+        if stale:
+            self.boxes.drop(stale)
+            tracks = self.boxes.current()
         self._since_detect, self.detections_run = 0, self.detections_run + 1
         self._lost = bool((tracks.missed > 0).any())
         return tracks
@@ -253,5 +268,7 @@ class KeypointTracker:
         p = self.policy
         boxes, ok = boxes_from_keypoints(keypoints_px, confidence, image_hw, p.min_confidence, p.min_joints, p.box_pad)
         span, _ = boxes_from_keypoints(keypoints_px, confidence, image_hw, p.min_confidence, p.min_joints, 0.0)
-        self.boxes.move(np.asarray(track_ids).reshape(-1)[ok], boxes[ok], p.follow_alpha, span[ok])
+        ids = np.asarray(track_ids).reshape(-1)
+        self.boxes.move(ids[ok], boxes[ok], p.follow_alpha, span[ok])
+        self._unsure = set(ids[~ok].tolist())
         self._lost |= not bool(ok.all())

@@ -185,3 +185,25 @@ def test_generated_walk_keeps_one_id_box_covers_joints_and_is_steadier(tracked):
         assert det.calls <= 4 and size_steps < true_steps + 2.0     # 3 detections in 30 frames; no jitter
     else:
         assert det.calls == len(frames) and size_steps > true_steps + 2.0
+
+
+def test_a_missed_track_survives_on_confident_keypoints_only():
+    """Detector dropout vs drift: a track the detector misses is kept (max_missed) while its own
+    keypoints are confident, and dropped at once when they are not (nothing vouches for its box)."""
+    kpts = np.array([[[20, 20], [60, 120], [40, 60], [30, 100]]], np.float32)     # inside box A
+    good, bad = np.full((1, 4), 0.9, np.float32), np.full((1, 4), 0.05, np.float32)
+    box_a, box_b = np.array([[10, 10, 70, 130]], np.float32), np.array([[200, 10, 260, 130]], np.float32)
+    for conf, survives in ((good, True), (bad, False)):
+        tracker = KeypointTracker(TrackingPolicy(detect_every=1, min_joints=2, max_missed=2))
+        tracks = tracker.detected(box_a, np.ones(1))
+        tracker.follow(tracks.track_ids, kpts, conf, (240, 320))
+        tracks = tracker.detected(box_b, np.ones(1))           # the detector now sees someone else only
+        assert (0 in tracks.track_ids.tolist()) is survives, conf[0, 0]
+        assert 1 in tracks.track_ids.tolist()
+        if survives:                                            # ... until it misses max_missed + 1 in a row
+            for _ in range(2):
+                assert tracks.track_ids.tolist() == [0, 1]
+                tracker.follow(tracks.track_ids, np.concatenate([kpts, kpts + [190, 0]]),
+                               np.concatenate([good, good]), (240, 320))
+                tracks = tracker.detected(box_b, np.ones(1))
+            assert tracks.track_ids.tolist() == [1]
