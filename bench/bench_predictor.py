@@ -28,13 +28,16 @@ from models import Predictor, build_model, coco_config  # noqa: E402
 from models.predictor import crops_for_boxes, decode  # noqa: E402
 
 
-def best_of_interleaved(fns: list, repeats: int) -> list[float]:
-    """Best wall time of each function, running them in turn ``repeats`` times."""
+def best_of_interleaved(fns: list, repeats: int, rest_s: float = 0.05) -> list[float]:
+    """Best wall time of each function, running them in turn ``repeats`` times, with ``rest_s`` of
+    idle before each: ONNX Runtime's worker threads keep spinning for a while after a run, and
+    without the rest the function timed next (torch eager) ran up to 2x slower on 2 cores."""
     best = [float("inf")] * len(fns)
     for fn in fns:
         fn()  # warm-up
     for _ in range(repeats):
         for i, fn in enumerate(fns):
+            time.sleep(rest_s)
             start = time.perf_counter()
             fn()
             best[i] = min(best[i], time.perf_counter() - start)

@@ -220,7 +220,7 @@ class PosePipeline:
                         image, found = got
                         with self._lock:
                             boxes, ids = self._boxes(image, name, state, follow, round(1000 * index / fps), found)
-                            job = ahead.submit(fetch, index + 1, follow is None or follow.needs_detection())
+                            job = ahead.submit(fetch, index + 1, follow is None or follow.detection_certain())
                             poses = self._poses(image, boxes, ids, flip, follow)
                         if smooth:
                             poses.smoothed = state.smoother.update(ids, poses.pred.keypoints,

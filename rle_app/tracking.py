@@ -111,15 +111,16 @@ class BoxTracker:
         self._missed = np.zeros(0, np.int64)
         self._next_id = getattr(self, "_next_id", 0)
 
-    def update(self, boxes_xyxy: np.ndarray, scores: np.ndarray | None = None) -> Tracks:
-        """Feed one frame's detections (N, 4) xyxy px and scores (N,) -> the live ``Tracks``."""
+    def update(self, boxes_xyxy: np.ndarray, scores: np.ndarray | None = None, reseed_ids=()) -> Tracks:
+        """Feed one frame's detections (N, 4) xyxy px and scores (N,) -> the live ``Tracks``. Tracks
+        in ``reseed_ids`` take their matched detection's box even above ``hold_iou``."""
         boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
         scores = np.ones(len(boxes)) if scores is None else np.asarray(scores, np.float64).reshape(-1)
         iou = box_iou(self._boxes, boxes)
         pairs = greedy_match(iou, self.iou_threshold)
         self._missed += 1
         for t, d in pairs:
-            if self.hold_iou is None or iou[t, d] < self.hold_iou:
+            if self.hold_iou is None or iou[t, d] < self.hold_iou or int(self._ids[t]) in reseed_ids:
                 alpha = self.alpha if self.hold_iou is None else 1.0
                 self._boxes[t] = alpha * boxes[d] + (1.0 - alpha) * self._boxes[t]
             self._scores[t], self._missed[t] = scores[d], 0
@@ -202,6 +203,9 @@ class TrackingPolicy:
         follow_alpha: how far a box moves to its keypoints' box each frame (1: at once).
         hold_iou: a re-detected person keeps its keypoint box above this IoU (``BoxTracker``).
         max_missed: detections a track may miss in a row before it is dropped.
+        min_scale: a keypoint box narrower *and* shorter than this fraction of the track's box is
+            not believed (no person halves in both directions between two frames; a failing model's
+            keypoints collapse towards the crop centre): the track keeps its box and is lost.
     """
 
     detect_every: int = 10
@@ -211,6 +215,7 @@ class TrackingPolicy:
     follow_alpha: float = 0.7
     hold_iou: float = 0.5
     max_missed: int = 2
+    min_scale: float = 0.5
 
     def __post_init__(self):
         if self.detect_every < 1:
@@ -231,28 +236,39 @@ class KeypointTracker:
         self.policy = policy or TrackingPolicy()
         self.boxes = BoxTracker(alpha=1.0, max_missed=self.policy.max_missed, hold_iou=self.policy.hold_iou)
         self._since_detect: int | None = None
-        self._lost = False
+        self._missed = False                 # the last detection missed a live track
+        self._lost = self._lost_before = False   # a track lost its keypoints in the last frame / the one before
         self._unsure: set[int] = set()       # tracks whose last keypoints were not confident
         self.detections_run = 0
 
-    def needs_detection(self) -> bool:
-        """Detect this frame? First frame, no live track, a track lost (or missed by the last
-        detection), or ``detect_every`` frames since the last detection."""
-        return (self._since_detect is None or self._lost or len(self.boxes) == 0
+    def _scheduled(self) -> bool:
+        return (self._since_detect is None or self._missed or len(self.boxes) == 0
                 or self._since_detect + 1 >= self.policy.detect_every)
+
+    def needs_detection(self) -> bool:
+        """Detect this frame? First frame, no live track, a track missed by the last detection or
+        lost in the last frame or the one before (a re-detection is confirmed once more), or
+        ``detect_every`` frames since the last detection."""
+        return self._scheduled() or self._lost or self._lost_before
+
+    def detection_certain(self) -> bool:
+        """Asked after this frame's detect/coast step and before ``follow``: will the next frame
+        detect whatever this frame's keypoints say? (``PosePipeline.run_stream`` then detects it
+        ahead, on its look-ahead thread.)"""
+        return self._scheduled() or self._lost
 
     def detected(self, boxes_xyxy: np.ndarray, scores: np.ndarray | None = None) -> Tracks:
         """A detection frame: associate (N, 4) px detections -> the live tracks. A track that the
         detector missed and whose last keypoints were not confident either is dropped at once (its
         box has drifted off the person: nothing vouches for it); one with confident keypoints may
         miss ``max_missed`` detections in a row (a detector dropout does not make it blink)."""
-        tracks = self.boxes.update(boxes_xyxy, scores)
+        tracks = self.boxes.update(boxes_xyxy, scores, reseed_ids=self._unsure)   # their boxes are not keypoints'
         stale = set(tracks.track_ids[tracks.missed > 0].tolist()) & self._unsure
         if stale:
             self.boxes.drop(stale)
             tracks = self.boxes.current()
         self._since_detect, self.detections_run = 0, self.detections_run + 1
-        self._lost = bool((tracks.missed > 0).any())
+        self._missed = bool((tracks.missed > 0).any())
         return tracks
 
     def coast(self) -> Tracks:
@@ -264,11 +280,18 @@ class KeypointTracker:
                image_hw: tuple[int, int]) -> None:
         """Move each track (N,) towards the box of its keypoints (N, K, 2+) px with confidence (N, K)
         by ``follow_alpha``, never leaving a confident joint outside; a track without enough
-        confident joints keeps its box and asks for a detection."""
+        confident joints, or whose keypoint box collapsed (``min_scale``), keeps its box and asks
+        for a detection."""
         p = self.policy
         boxes, ok = boxes_from_keypoints(keypoints_px, confidence, image_hw, p.min_confidence, p.min_joints, p.box_pad)
         span, _ = boxes_from_keypoints(keypoints_px, confidence, image_hw, p.min_confidence, p.min_joints, 0.0)
         ids = np.asarray(track_ids).reshape(-1)
+        current = self.boxes.current()
+        for i, tid in enumerate(ids.tolist()):
+            row = np.nonzero(current.track_ids == tid)[0]
+            if ok[i] and len(row):
+                old_wh = current.boxes_xyxy[row[0], 2:] - current.boxes_xyxy[row[0], :2]
+                ok[i] = not bool((boxes[i, 2:] - boxes[i, :2] < p.min_scale * old_wh).all())
         self.boxes.move(ids[ok], boxes[ok], p.follow_alpha, span[ok])
         self._unsure = set(ids[~ok].tolist())
-        self._lost |= not bool(ok.all())
+        self._lost_before, self._lost = self._lost, not bool(ok.all())
