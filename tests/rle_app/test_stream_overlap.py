@@ -140,39 +140,33 @@ def test_detector_runs_on_the_next_frame_while_the_model_runs_on_this_one():
     assert len(frames) == n and all(waited)
 
 
+def _closing_source(num_frames, closed):
+    """The frames as a generator that records being closed (as ``media.iter_frames`` releases its capture)."""
+    try:
+        yield from _frames(num_frames)
+    finally:
+        closed.append(True)
+
+
+def _no_lookahead_thread():
+    return not any(t.name.startswith("rle-lookahead") for t in threading.enumerate())
+
+
 def test_detector_failure_ahead_is_one_line_and_the_source_is_closed():
-    closed = []
-
-    def source():
-        try:
-            yield from _frames(10)
-        finally:
-            closed.append(True)
-
+    closed, seen = [], []
     pipe = _pipeline(10, fail_on=4)
-    seen = []
     with pytest.raises(AppError, match="frames detector: gone"):
-        for image, _ in pipe.run_stream(source(), 10.0, state=_state(False)):
+        for image, _ in pipe.run_stream(_closing_source(10, closed), 10.0, state=_state(False)):
             seen.append(int(image[0, 0, 0]))
-    assert seen == [0, 1, 2, 3] and closed == [True]
-    assert not any(t.name.startswith("rle-lookahead") for t in threading.enumerate())
+    assert seen == [0, 1, 2, 3] and closed == [True] and _no_lookahead_thread()
 
 
 def test_stopping_early_closes_the_source_and_leaves_no_thread():
     closed = []
-
-    def source():
-        try:
-            yield from _frames(30)
-        finally:
-            closed.append(True)
-
-    pipe = _pipeline(30)
-    stream = pipe.run_stream(source(), 10.0, state=_state(True))
+    stream = _pipeline(30).run_stream(_closing_source(30, closed), 10.0, state=_state(True))
     assert [int(next(stream)[0][0, 0, 0]) for _ in range(3)] == [0, 1, 2]
     stream.close()
-    assert closed == [True]
-    assert not any(t.name.startswith("rle-lookahead") for t in threading.enumerate())
+    assert closed == [True] and _no_lookahead_thread()
 
 
 def test_video_sink_encodes_every_frame_in_order_on_its_thread(tmp_path):
