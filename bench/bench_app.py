@@ -221,7 +221,7 @@ def end_to_end(args) -> None:
     then MediaPipe's own landmarker as the peer row."""
     import tempfile
 
-    from rle_app.predict import stream_threads
+    from rle_app.predict import fit_stream_threads
     frames, truth = clip_frames(num_frames=args.frames, joints=True)
     default_threads = args.threads or torch.get_num_threads()
     print(f"{args.frames} frames 640x480, detector {args.detector}, backend {args.backend}, "
@@ -237,12 +237,18 @@ def end_to_end(args) -> None:
         for name in args.backbones:
             model, label = bench_model(name)
             weights = ["trained"] if name == "demo" else ["random", "oracle"]
-            for threads, path, save_media in [(default_threads, "webcam (run_frame)", None),
-                                              (args.threads or stream_threads(), "rle-predict", True),
-                                              (args.threads or stream_threads(), "rle-predict --no-save", False)]:
-                torch.set_num_threads(threads)
-                pipe = PosePipeline(model, detector=args.detector, detector_model=args.detector_model,
-                                    backend=args.backend)
+            for path, save_media in [("webcam (run_frame)", None), ("rle-predict", True),
+                                     ("rle-predict --no-save", False)]:
+                torch.set_num_threads(default_threads)
+
+                def build(model=model):
+                    return PosePipeline(model, detector=args.detector, detector_model=args.detector_model,
+                                        backend=args.backend)
+
+                pipe = build()
+                if save_media is not None and not args.threads:      # rle-predict's own choice for a video
+                    pipe = fit_stream_threads(pipe, build)
+                threads = torch.get_num_threads()
                 plain = pipe.predictor
                 for kind in weights:
                     pipe.predictor = OraclePredictor(plain, truth) if kind == "oracle" else plain

@@ -101,6 +101,11 @@ def _best_time_s(run, crops: torch.Tensor, repeats: int) -> float:
     return best
 
 
+def forward_time_s(predictor, repeats: int = AUTO_REPEATS) -> float:
+    """Best seconds of a ``Predictor``'s forward pass (its backend) on one random crop, after a warm-up."""
+    return _best_time_s(predictor.runner, random_crops(predictor.config, 1).to(predictor.device), repeats)
+
+
 def make_runner(model: PoseModel, backend: str, device: torch.device):
     """(runner, backend name actually used) for ``backend`` in ``BACKENDS``; ``model`` is already
     on ``device`` in eval mode. Raises ``ValueError`` for an unknown name and ``ExportError`` (one

@@ -84,14 +84,37 @@ def is_stream_source(source: str) -> bool:
     return path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES
 
 
-def stream_threads(cpus: int | None = None) -> int:
-    """The pose model's CPU threads for a video or camera run: the cores left by the look-ahead
-    thread (reading and, when needed, detecting the next frame), at least 1. The video encoder
-    (~7 ms a 640x480 frame) is not given a core of its own. Measured on 2 cores (README, "End-to-end
-    FPS"): 1 thread beside the look-ahead beats 2 for MobileNetV2 and, without tracking, for ResNet-50."""
+HEAVY_FORWARD_MS = 10.0   # a model slower than this per crop on all cores keeps them all in a video run
+
+
+def stream_threads(cpus: int | None = None, forward_ms: float | None = None) -> int:
+    """The pose model's CPU threads for a video or camera run. A light model (forward pass under
+    ``HEAVY_FORWARD_MS`` per crop on all cores, or unknown) leaves one core to the look-ahead
+    thread (reading and, when needed, detecting the next frame); a heavy one keeps them all, since
+    it, not the detector, bounds the frame rate once tracking skips most detections. Measured on 2
+    cores (README, "End-to-end FPS"): MobileNetV2 (~3.5 ms) runs faster on 1 thread on every path,
+    ResNet-50 (~21 ms) as fast or faster on 2 (25.3 vs 19.2 FPS with tracking)."""
     if cpus is None:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if forward_ms is not None and forward_ms >= HEAVY_FORWARD_MS:
+        return max(1, cpus)
     return max(1, cpus - 1)
+
+
+def fit_stream_threads(pipe, rebuild):
+    """Time ``pipe``'s pose model (built on all cores), set torch's thread count to
+    ``stream_threads`` for it, and return ``rebuild()`` (a pipeline built at that count: ONNX
+    Runtime fixes its threads when the session is made) when the count changed, else ``pipe``."""
+    import torch
+
+    from models.backends import forward_time_s
+    built = torch.get_num_threads()
+    chosen = stream_threads(forward_ms=1000.0 * forward_time_s(pipe.predictor))
+    torch.set_num_threads(chosen)
+    if chosen == built:
+        return pipe
+    pipe.close()
+    return rebuild()
 
 
 def _echo_line(line: str) -> None:
@@ -239,7 +262,8 @@ def run_source(run: Run, source: str, max_frames: int | None = None) -> str:
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
 @click.option("--offline", is_flag=True, help="No downloads (also RLE_POSE_OFFLINE=1).")
 @click.option("--threads", type=click.IntRange(min=1), help="The pose model's CPU threads (both backends); default: "
-              "torch's choice for images, for a video or camera one less than the CPUs (the look-ahead thread).")
+              "torch's choice for images; for a video or camera one less than the CPUs (the look-ahead thread), "
+              "all of them for a model slower than 10 ms a crop.")
 def main(source, checkpoint, checkpoint_3d, detector, detector_model, backend, out_dir, save_media, fmt, track,
          max_frames, device, offline, threads) -> None:
     import torch
@@ -247,18 +271,18 @@ def main(source, checkpoint, checkpoint_3d, detector, detector_model, backend, o
     from rle_app.errors import AppError
     if threads:
         torch.set_num_threads(threads)
-    elif (device == "cpu" or device == "auto" and not torch.cuda.is_available()) and is_stream_source(source):
-        torch.set_num_threads(stream_threads())
+    fit_threads = (not threads and is_stream_source(source)
+                   and (device == "cpu" or device == "auto" and not torch.cuda.is_available()))
     try:
         summary = _main(source, checkpoint, checkpoint_3d, detector, detector_model, backend, Path(out_dir),
-                        save_media, fmt, track, max_frames, device, offline)
+                        save_media, fmt, track, max_frames, device, offline, fit_threads)
     except AppError as err:
         raise click.ClickException(str(err)) from None
     click.echo(summary)
 
 
 def _main(source, checkpoint, checkpoint_3d, detector, detector_model, backend, out, save_media, fmt, track,
-          max_frames, device, offline) -> str:
+          max_frames, device, offline, fit_threads: bool = False) -> str:
     from rle_app.detect import resolve_detector
     from rle_app.errors import AppError
     from rle_app.loading import load_app_models, resolve_device
@@ -275,11 +299,16 @@ def _main(source, checkpoint, checkpoint_3d, detector, detector_model, backend, 
             click.echo(line, err=True)
     from models.export import ExportError
     from models.files import CacheNotWritable
-    try:
-        pipe = PosePipeline(model, model_3d, detector=name, detector_model=detector_model, checkpoint=label,
-                            checkpoint_3d=checkpoint_3d, download=not offline, backend=backend)
-    except (ExportError, CacheNotWritable) as err:
-        raise AppError(f"--backend {backend}: {err}") from None
+    def build():
+        try:
+            return PosePipeline(model, model_3d, detector=name, detector_model=detector_model, checkpoint=label,
+                                checkpoint_3d=checkpoint_3d, download=not offline, backend=backend)
+        except (ExportError, CacheNotWritable) as err:
+            raise AppError(f"--backend {backend}: {err}") from None
+
+    pipe = build()
+    if fit_threads:                  # a video or camera on the CPU, no --threads: rle_app.predict.stream_threads
+        pipe = fit_stream_threads(pipe, build)
     try:
         return run_source(Run(pipe, out, name, save_media, fmt, track), source, max_frames)
     finally:

@@ -74,11 +74,11 @@ def test_coco_format_carries_the_app_keypoints(tmp_path, tiny_checkpoint):
 
 def test_video_writes_webm_and_json_per_frame(tmp_path, tiny_checkpoint, monkeypatch):
     clip = _clip(tmp_path / "clip.avi", 7)
-    threads = []                        # a video leaves a core to the look-ahead thread (rle_app.predict.stream_threads)
+    threads = []     # a light model leaves a core to the look-ahead thread (rle_app.predict.stream_threads)
     monkeypatch.setattr(torch, "set_num_threads", threads.append)
     result = CliRunner().invoke(main, [str(clip), "--out", str(tmp_path / "out"), *_args(tiny_checkpoint)])
     assert result.exit_code == 0, result.output
-    assert threads == [stream_threads()]
+    assert threads == [stream_threads(forward_ms=0.1)]
     doc = json.loads((tmp_path / "out" / "clip.json").read_text())
     assert [f["index"] for f in doc["frames"]] == list(range(7)) and doc["fps"] == pytest.approx(10)
     assert cv2.VideoCapture(str(tmp_path / "out" / "clip_pose.webm")).get(cv2.CAP_PROP_FRAME_COUNT) == 7

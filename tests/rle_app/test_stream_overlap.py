@@ -207,5 +207,41 @@ def test_video_sink_encoder_failure_is_one_line_and_leaves_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_stream_threads_leave_a_core_to_the_look_ahead():
+def test_stream_threads_leave_a_core_to_the_look_ahead_unless_the_model_is_heavy():
     assert [stream_threads(cpus=n) for n in (1, 2, 8)] == [1, 1, 7]
+    assert [stream_threads(cpus=n, forward_ms=3.5) for n in (1, 2, 8)] == [1, 1, 7]
+    assert [stream_threads(cpus=n, forward_ms=21.0) for n in (1, 2, 8)] == [1, 2, 8]
+
+
+@pytest.mark.parametrize("sleep_s, heavy", [(0.0, False), (0.015, True)])
+def test_fit_stream_threads_times_the_model_and_rebuilds_when_the_count_changes(monkeypatch, sleep_s, heavy):
+    import time
+    import types
+
+    import torch
+
+    from rle_app.predict import fit_stream_threads
+    cfg = coco_config("resnet18", input_hw=(64, 48))
+    calls = []
+
+    def runner(crops):
+        calls.append(tuple(crops.shape))
+        time.sleep(sleep_s)
+
+    class Pipe:
+        predictor = types.SimpleNamespace(runner=runner, config=cfg, device=torch.device("cpu"))
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    set_to = []
+    monkeypatch.setattr(torch, "set_num_threads", set_to.append)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)     # built on 3 threads
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 3)
+    first, rebuilt = Pipe(), Pipe()
+    got = fit_stream_threads(first, lambda: rebuilt)
+    assert calls and all(shape == (1, 3, 64, 48) for shape in calls)    # timed on one crop of the model's size
+    assert set_to == [3 if heavy else 2]
+    assert (got is first and not first.closed) if heavy else (got is rebuilt and first.closed)
