@@ -132,17 +132,14 @@ class PosePipeline:
         return state.detectors[name]
 
     def _detect(self, image: np.ndarray, name: str, state: StreamState | None, timestamp_ms: int | None):
-        """Detections of ``image``; DetectorUnavailable becomes AppError (one line)."""
-        try:
-            det = self.detector(name) if state is None else self._stream_detector(name, state)
-            return det(image, timestamp_ms)
-        except DetectorUnavailable as err:
-            raise AppError(str(err)) from None
-
-    def _detect_now(self, image: np.ndarray, name: str, state: StreamState | None, timestamp_ms: int | None):
-        """``_detect`` under the detector lock (a stream's look-ahead thread and callers take turns)."""
+        """Detections of ``image``, under the detector lock (a stream's look-ahead thread and other
+        callers take turns); DetectorUnavailable becomes AppError (one line)."""
         with self._detect_lock:
-            return self._detect(image, name, state, timestamp_ms)
+            try:
+                det = self.detector(name) if state is None else self._stream_detector(name, state)
+                return det(image, timestamp_ms)
+            except DetectorUnavailable as err:
+                raise AppError(str(err)) from None
 
     def _boxes(self, image: np.ndarray, name: str, state: StreamState | None, follow: KeypointTracker | None,
                timestamp_ms: int | None, found=None) -> tuple[np.ndarray, np.ndarray]:
@@ -150,10 +147,10 @@ class PosePipeline:
         for this frame), else from the detector when the stream needs it, else from the keypoints."""
         if follow is not None:
             if found is None and follow.needs_detection():
-                found = self._detect_now(image, name, state, timestamp_ms)
+                found = self._detect(image, name, state, timestamp_ms)
             tracks = follow.coast() if found is None else follow.detected(found.boxes_xyxy, found.scores)
             return tracks.boxes_xyxy, tracks.track_ids
-        found = self._detect_now(image, name, state, timestamp_ms) if found is None else found
+        found = self._detect(image, name, state, timestamp_ms) if found is None else found
         if state is not None:
             tracks = state.tracker.update(found.boxes_xyxy, found.scores)
             return tracks.boxes_xyxy, tracks.track_ids
@@ -209,7 +206,7 @@ class PosePipeline:
             if frame is None:
                 return None
             image = np.ascontiguousarray(frame, np.uint8)
-            found = self._detect_now(image, name, state, round(1000 * index / fps)) if detect else None
+            found = self._detect(image, name, state, round(1000 * index / fps)) if detect else None
             return image, found
 
         try:
