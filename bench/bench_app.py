@@ -182,6 +182,8 @@ def main() -> None:
                         "plus MediaPipe's own landmarker (needs --detector mediapipe and --detector-model)")
     parser.add_argument("--backend", default="torch", choices=["auto", "torch", "onnxruntime"],
                         help="the Predictor's inference backend")
+    parser.add_argument("--max-people", type=int, default=None, help="PosePipeline's max_people (rle-app/rle-predict "
+                        "--max-people; mediapipe's num_poses)")
     parser.add_argument("--detector-model", help="MediaPipe .task (default $RLE_POSE_TASK)",
                         default=os.environ.get("RLE_POSE_TASK"))
     args = parser.parse_args()
@@ -224,8 +226,8 @@ def end_to_end(args) -> None:
     from rle_app.predict import fit_stream_threads
     frames, truth = clip_frames(num_frames=args.frames, joints=True)
     default_threads = args.threads or torch.get_num_threads()
-    print(f"{args.frames} frames 640x480, detector {args.detector}, backend {args.backend}, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    print(f"{args.frames} frames 640x480, detector {args.detector}, backend {args.backend}, max people "
+          f"{args.max_people or 'default'}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     print(f"{'model':<26} {'keypoints':<9} {'path':<22} {'threads':>7} {'tracking':>8} {'detections':>10} {'FPS':>6}")
 
     def row(label, weights, path, threads, track, detections, fps):
@@ -243,7 +245,7 @@ def end_to_end(args) -> None:
 
                 def build(model=model):
                     return PosePipeline(model, detector=args.detector, detector_model=args.detector_model,
-                                        backend=args.backend)
+                                        backend=args.backend, max_people=args.max_people)
 
                 pipe = build()
                 if save_media is not None and not args.threads:      # rle-predict's own choice for a video

@@ -34,7 +34,7 @@ def build_app(checkpoint: str | None = None, checkpoint_3d: str | None = None, d
               detector_model: str | None = None, device: str = "auto", video: str | None = None,
               image: str | None = None, download: bool = True, webcam_time_limit_s: int | None = None,
               offline: bool = False, cache_expiry_s: int | None = None, max_video_s: float | None = None,
-              backend: str = "auto"):
+              backend: str = "auto", max_people: int | None = None):
     """Load the models and build the Blocks; returns (demo, allowed_paths). Raises AppError.
 
     ``checkpoint`` None: ``default_checkpoint`` (a real model unless ``offline``; see loading).
@@ -62,7 +62,7 @@ def build_app(checkpoint: str | None = None, checkpoint_3d: str | None = None, d
     try:
         pipe = PosePipeline(model, model_3d, detector=name, detector_model=detector_model or pose_task_from_env(),
                             checkpoint=path_2d, checkpoint_3d=checkpoint_3d, notices=tuple(notices), download=download and not offline,
-                            backend=backend)
+                            backend=backend, max_people=max_people)
     except (ExportError, CacheNotWritable) as err:
         raise AppError(f"--backend {backend}: {err}") from None
     demo = build_demo(pipe, video_path=video, image_path=image, webcam_time_limit_s=webcam_time_limit_s,
@@ -118,11 +118,14 @@ def check_port(host: str, port: int | None) -> None:
               show_default=True, help="Refuse (HTTP 413) a request, e.g. one upload of several files, over "
               "this many MB; nothing of it is stored.")
 @click.option("--open", "open_browser", is_flag=True, help="Open the app in the default web browser.")
+@click.option("--max-people", type=click.IntRange(min=1), help="The most people per frame (default: the "
+              "detector's own cap, mediapipe 6). 1 for a one-person webcam: mediapipe then stops searching "
+              "while it tracks that person.")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads (1 is fastest for the demo "
               "model on a busy machine; default: torch's choice).")
 def main(checkpoint, checkpoint_3d, start, video, image, detector, detector_model, download, host, port,
          share, device, backend, offline, list_models, cache_expiry_s, max_video_s, max_request_mb,
-         open_browser, threads) -> None:
+         open_browser, max_people, threads) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     if list_models:
         from models.zoo import format_table
@@ -139,7 +142,7 @@ def main(checkpoint, checkpoint_3d, start, video, image, detector, detector_mode
         check_port(host, port)
         demo, allowed = build_app(checkpoint, checkpoint_3d, detector, detector_model, device,
                                   video, image, download, offline=offline, cache_expiry_s=cache_expiry_s,
-                                  max_video_s=max_video_s, backend=backend)
+                                  max_video_s=max_video_s, backend=backend, max_people=max_people)
     except AppError as err:
         raise click.ClickException(str(err)) from None
     for line in startup_lines(demo):

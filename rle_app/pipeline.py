@@ -23,6 +23,7 @@ import numpy as np
 
 from models.predictor import PosePrediction, Predictor
 from rle_app.detect import DetectorUnavailable, build_detector
+from rle_app.detections import Detections
 from rle_app.errors import AppError
 from rle_app.smoothing import KeypointSmoother
 from rle_app.tracking import BoxTracker, KeypointTracker
@@ -80,12 +81,18 @@ class PosePipeline:
         notices: lines the UI shows (demo model, detector fallback).
         download: may a detector fetch its weights on first use (False: ``--no-download``).
         backend: the Predictors' inference backend (auto, torch, onnxruntime: ``models.backends``).
+        max_people: the most people a frame may hold (``--max-people``; None: the detector's own
+            cap, mediapipe 6): the highest-scoring detections are kept, and mediapipe is asked for
+            that many poses (in VIDEO mode it searches for new people only while it tracks fewer).
     """
 
     def __init__(self, model, model_3d=None, detector: str = "full-frame", detector_model: str | None = None,
                  checkpoint: str | Path | None = None, checkpoint_3d: str | Path | None = None,
-                 notices: tuple[str, ...] = (), download: bool = True, backend: str = "torch"):
-        self.backend = backend
+                 notices: tuple[str, ...] = (), download: bool = True, backend: str = "torch",
+                 max_people: int | None = None):
+        if max_people is not None and max_people < 1:
+            raise ValueError(f"--max-people must be at least 1, got {max_people}")
+        self.backend, self.max_people = backend, max_people
         self.predictor, self.config = Predictor(model, backend=backend), model.config
         self.predictor_3d = Predictor(model_3d, backend=backend) if model_3d is not None else None
         self.default_detector, self.detector_model = detector, detector_model
@@ -117,7 +124,7 @@ class PosePipeline:
         box of the model's input aspect (a person centred in a webcam view, as the model was trained)."""
         name = name or self.default_detector
         if name not in self._detectors:
-            opts = {"mediapipe": {"model_path": self.detector_model, "download": self.download},
+            opts = {"mediapipe": {"model_path": self.detector_model, "download": self.download, **self._poses_cap()},
                     "torchvision": {"download": self.download},
                     "full-frame": {"aspect_wh": self.config.input_hw[1] / self.config.input_hw[0]}}.get(name, {})
             self._detectors[name] = build_detector(name, **opts)
@@ -128,8 +135,13 @@ class PosePipeline:
         if name != "mediapipe":
             return self.detector(name)
         if name not in state.detectors:
-            state.detectors[name] = build_detector(name, model_path=self.detector_model, running_mode="video")
+            state.detectors[name] = build_detector(name, model_path=self.detector_model, running_mode="video",
+                                                   **self._poses_cap())
         return state.detectors[name]
+
+    def _poses_cap(self) -> dict:
+        """mediapipe's ``num_poses`` when ``max_people`` is set."""
+        return {} if self.max_people is None else {"num_poses": self.max_people}
 
     def _detect(self, image: np.ndarray, name: str, state: StreamState | None, timestamp_ms: int | None):
         """Detections of ``image``, under the detector lock (a stream's look-ahead thread and other
@@ -137,9 +149,13 @@ class PosePipeline:
         with self._detect_lock:
             try:
                 det = self.detector(name) if state is None else self._stream_detector(name, state)
-                return det(image, timestamp_ms)
+                found = det(image, timestamp_ms)
             except DetectorUnavailable as err:
                 raise AppError(str(err)) from None
+        if self.max_people is not None and len(found.scores) > self.max_people:
+            keep = np.sort(np.argsort(-np.asarray(found.scores), kind="stable")[:self.max_people])
+            found = Detections(found.boxes_xyxy[keep], found.scores[keep])
+        return found
 
     def _boxes(self, image: np.ndarray, name: str, state: StreamState | None, follow: KeypointTracker | None,
                timestamp_ms: int | None, found=None) -> tuple[np.ndarray, np.ndarray]:

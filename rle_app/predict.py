@@ -2,7 +2,8 @@
 
     rle-predict SOURCE [--checkpoint NAME|URL|PATH] [--checkpoint-3d ...] [--detector auto|...]
                 [--backend auto|torch|onnxruntime] [--out DIR] [--save-media/--no-save-media]
-                [--format json|coco] [--track/--no-track] [--max-frames N] [--device auto] [--threads N]
+                [--format json|coco] [--track/--no-track] [--max-frames N] [--max-people N]
+                [--device auto] [--threads N]
 
 SOURCE is an image, a folder of images (not recursive), a video file, or a camera index (``0``).
 Written into ``--out`` (created; default ``rle-predict-out``), each file atomically:
@@ -259,13 +260,15 @@ def run_source(run: Run, source: str, max_frames: int | None = None) -> str:
 @click.option("--track/--no-track", default=True, show_default=True,
               help="Video and camera: boxes follow the keypoints, detection every few frames, smoothing.")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop a video or camera after this many frames.")
+@click.option("--max-people", type=click.IntRange(min=1), help="The most people per frame (default: the detector's "
+              "own cap, mediapipe 6); the highest-scoring are kept.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
 @click.option("--offline", is_flag=True, help="No downloads (also RLE_POSE_OFFLINE=1).")
 @click.option("--threads", type=click.IntRange(min=1), help="The pose model's CPU threads (both backends); default: "
               "torch's choice for images; for a video or camera one less than the CPUs (the look-ahead thread), "
               "all of them for a model slower than 10 ms a crop.")
 def main(source, checkpoint, checkpoint_3d, detector, detector_model, backend, out_dir, save_media, fmt, track,
-         max_frames, device, offline, threads) -> None:
+         max_frames, max_people, device, offline, threads) -> None:
     import torch
 
     from rle_app.errors import AppError
@@ -275,14 +278,14 @@ def main(source, checkpoint, checkpoint_3d, detector, detector_model, backend, o
                    and (device == "cpu" or device == "auto" and not torch.cuda.is_available()))
     try:
         summary = _main(source, checkpoint, checkpoint_3d, detector, detector_model, backend, Path(out_dir),
-                        save_media, fmt, track, max_frames, device, offline, fit_threads)
+                        save_media, fmt, track, max_frames, device, offline, fit_threads, max_people)
     except AppError as err:
         raise click.ClickException(str(err)) from None
     click.echo(summary)
 
 
 def _main(source, checkpoint, checkpoint_3d, detector, detector_model, backend, out, save_media, fmt, track,
-          max_frames, device, offline, fit_threads: bool = False) -> str:
+          max_frames, device, offline, fit_threads: bool = False, max_people: int | None = None) -> str:
     from rle_app.detect import resolve_detector
     from rle_app.errors import AppError
     from rle_app.loading import load_app_models, resolve_device
@@ -302,7 +305,8 @@ def _main(source, checkpoint, checkpoint_3d, detector, detector_model, backend, 
     def build():
         try:
             return PosePipeline(model, model_3d, detector=name, detector_model=detector_model, checkpoint=label,
-                                checkpoint_3d=checkpoint_3d, download=not offline, backend=backend)
+                                checkpoint_3d=checkpoint_3d, download=not offline, backend=backend,
+                                max_people=max_people)
         except (ExportError, CacheNotWritable) as err:
             raise AppError(f"--backend {backend}: {err}") from None
 

@@ -245,3 +245,43 @@ def test_fit_stream_threads_times_the_model_and_rebuilds_when_the_count_changes(
     assert calls and all(shape == (1, 3, 64, 48) for shape in calls)    # timed on one crop of the model's size
     assert set_to == [3 if heavy else 2]
     assert (got is first and not first.closed) if heavy else (got is rebuilt and first.closed)
+
+
+class ThreePeople:
+    """Three boxes a frame, scores 0.2, 0.9, 0.5 (in that order)."""
+
+    name = "three"
+
+    def __call__(self, image_rgb, timestamp_ms=None):
+        boxes = np.array([[0, 0, 40, 100], [60, 0, 100, 100], [120, 0, 160, 100]], np.float32)
+        return Detections(boxes, np.array([0.2, 0.9, 0.5], np.float32))
+
+
+def test_max_people_keeps_the_best_scored_and_caps_mediapipe():
+    cfg = coco_config("resnet18", input_hw=(64, 48))
+    model = build_model(cfg).eval()
+    for cap, kept in ((None, [0, 60, 120]), (2, [60, 120]), (1, [60])):
+        pipe = pl.PosePipeline(model, detector="three", max_people=cap)
+        pipe._detectors["three"] = ThreePeople()
+        frame = np.zeros((120, 160, 3), np.uint8)
+        assert pipe.run_frame(frame).boxes_xyxy[:, 0].tolist() == kept             # in the detector's order
+        stream = pl.StreamState(follow=None)
+        assert [p.boxes_xyxy[:, 0].tolist() for _, p in pipe.run_stream([frame] * 2, 10.0, state=stream)] == [kept] * 2
+    # mediapipe is asked for that many poses, in image and VIDEO mode (the model opens on first use only)
+    pipe = pl.PosePipeline(model, detector="mediapipe", max_people=1)
+    assert pipe.detector("mediapipe").num_poses == 1
+    assert pipe._stream_detector("mediapipe", pl.StreamState()).num_poses == 1
+    assert pl.PosePipeline(model, detector="mediapipe").detector("mediapipe").num_poses == 6
+    with pytest.raises(ValueError, match="--max-people must be at least 1"):
+        pl.PosePipeline(model, max_people=0)
+
+
+@pytest.mark.parametrize("command", ["rle-predict", "rle-app"])
+def test_max_people_zero_is_a_usage_error(command, tmp_path):
+    from click.testing import CliRunner
+
+    from rle_app import cli, predict
+    main = predict.main if command == "rle-predict" else cli.main
+    args = [str(tmp_path)] if command == "rle-predict" else []
+    result = CliRunner().invoke(main, [*args, "--max-people", "0"])
+    assert result.exit_code == 2 and "--max-people" in result.output
