@@ -190,7 +190,7 @@ class VideoSink:
     under a temporary name and moved into place by ``close()`` (atomic); ``abort()`` removes it.
 
     Encoded by libvpx through PyAV with the real-time deadline at ``VIDEO_BITS_PER_PIXEL`` (4 Mbit/s
-    at 640x480, 30 fps): measured ~7 ms a 640x480 frame against ~38 ms for OpenCV's VP8 writer, whose
+    at 640x480, 30 fps): measured ~7 ms a 640x480 frame against ~41 ms for OpenCV's VP8 writer, whose
     speed cannot be set (and 7.8 Mbit/s), 1.8 dB PSNR below it on a panned real photo
     (bench/bench_video_writer.py). Encoding runs on its own thread behind a queue of
     ``queue_frames`` frames, overlapping the pose work of the next frames; ``write`` blocks when the

@@ -269,13 +269,11 @@ def run_source(run: Run, source: str, max_frames: int | None = None) -> str:
               "all of them for a model slower than 10 ms a crop.")
 def main(source, checkpoint, checkpoint_3d, detector, detector_model, backend, out_dir, save_media, fmt, track,
          max_frames, max_people, device, offline, threads) -> None:
-    import torch
-
     from rle_app.errors import AppError
     if threads:
+        import torch
         torch.set_num_threads(threads)
-    fit_threads = (not threads and is_stream_source(source)
-                   and (device == "cpu" or device == "auto" and not torch.cuda.is_available()))
+    fit_threads = not threads and is_stream_source(source)
     try:
         summary = _main(source, checkpoint, checkpoint_3d, detector, detector_model, backend, Path(out_dir),
                         save_media, fmt, track, max_frames, device, offline, fit_threads, max_people)
@@ -295,7 +293,8 @@ def _main(source, checkpoint, checkpoint_3d, detector, detector_model, backend, 
     if detector_model and not Path(detector_model).is_file():
         raise AppError(f"--detector-model {detector_model}: no such file")
     prepare_out(out)
-    model, model_3d, label, _, notices = load_app_models(checkpoint, checkpoint_3d, resolve_device(device), offline)
+    dev = resolve_device(device)
+    model, model_3d, label, _, notices = load_app_models(checkpoint, checkpoint_3d, dev, offline)
     name, notice = resolve_detector(detector, detector_model, not offline)
     for line in [*notices, notice]:
         if line:
@@ -311,7 +310,7 @@ def _main(source, checkpoint, checkpoint_3d, detector, detector_model, backend, 
             raise AppError(f"--backend {backend}: {err}") from None
 
     pipe = build()
-    if fit_threads:                  # a video or camera on the CPU, no --threads: rle_app.predict.stream_threads
+    if fit_threads and dev.type == "cpu":    # a video or camera, no --threads: rle_app.predict.stream_threads
         pipe = fit_stream_threads(pipe, build)
     try:
         return run_source(Run(pipe, out, name, save_media, fmt, track), source, max_frames)
